@@ -1,0 +1,1 @@
+"""Weights on disk: PyTorch conversion, the weights directory format, registry and Hub."""

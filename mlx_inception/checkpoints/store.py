@@ -1,0 +1,137 @@
+"""The weights directory: ``model.safetensors`` (MLX layout) beside ``config.json``.
+
+Writes are atomic: files are written under temporary names in the target directory and renamed
+into place, ``config.json`` last, so a directory either holds a complete model or none at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from ..errors import CheckpointError
+from ..model import InceptionV3, InceptionV3Config
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "mlx-inception"
+
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+def parse_dtype(name: str | mx.Dtype | None) -> mx.Dtype | None:
+    """Return the MLX dtype for "float32", "float16" or "bfloat16" (None stays None)."""
+    if name is None or isinstance(name, mx.Dtype):
+        return name
+    try:
+        return DTYPES[str(name)]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}"
+        ) from None
+
+
+def is_weights_dir(path: str | os.PathLike) -> bool:
+    """Return True if ``path`` is a directory in this project's format."""
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def model_weights(model: InceptionV3) -> dict[str, mx.array]:
+    """Return the model's parameters and BatchNorm statistics as a flat, savable dict."""
+    return dict(tree_flatten(model.parameters()))
+
+
+def save_weights(
+    out_dir: str | os.PathLike,
+    weights: Mapping[str, mx.array],
+    config: InceptionV3Config,
+    dtype: str | mx.Dtype | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``weights`` and ``config`` to ``out_dir`` atomically and return the directory.
+
+    With a half-precision ``dtype`` the BatchNorm statistics stay float32: in half precision
+    ``running_var + eps`` loses the small variances that matter most.
+    """
+    out_dir = Path(out_dir)
+    target = parse_dtype(dtype)
+    arrays = {}
+    for key, value in weights.items():
+        keep_float32 = key.endswith(("running_mean", "running_var"))
+        if target is not None and mx.issubdtype(value.dtype, mx.floating) and not keep_float32:
+            value = value.astype(target)
+        arrays[key] = value
+    mx.eval(arrays)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        weights_tmp = Path(tempfile.mktemp(prefix=".model-", suffix=".safetensors", dir=out_dir))
+        written.append(weights_tmp)
+        mx.save_safetensors(str(weights_tmp), arrays, metadata={"format": FORMAT})
+        texts = {CONFIG_FILE: json.dumps(config.to_dict(), indent=2) + "\n"}
+        texts.update(extra_files or {})
+        temps = {}
+        for name, text in texts.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=out_dir)
+            written.append(Path(tmp))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temps[name] = tmp
+        os.replace(weights_tmp, out_dir / WEIGHTS_FILE)
+        for name, tmp in temps.items():
+            if name != CONFIG_FILE:
+                os.replace(tmp, out_dir / name)
+        os.replace(temps[CONFIG_FILE], out_dir / CONFIG_FILE)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def save_model(
+    model: InceptionV3, out_dir: str | os.PathLike, dtype: str | mx.Dtype | None = None
+) -> Path:
+    """Write a model (its weights and ``model.config``) as a weights directory."""
+    if any(key.endswith("conv.bias") for key in model_weights(model)):
+        raise CheckpointError("cannot save a model whose BatchNorm was folded: save the original")
+    return save_weights(out_dir, model_weights(model), model.config, dtype=dtype)
+
+
+def read_config(directory: str | os.PathLike) -> InceptionV3Config:
+    """Return the config saved in a weights directory."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return InceptionV3Config.from_dict(data)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: not a converted weights directory") from None
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} is not a valid config: {error}") from None
+
+
+def load_weights(directory: str | os.PathLike) -> tuple[dict[str, mx.array], InceptionV3Config]:
+    """Return the weights and config of a weights directory."""
+    directory = Path(directory)
+    config = read_config(directory)
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the weights directory is incomplete")
+    try:
+        weights = mx.load(str(path))
+    except Exception as error:  # MLX raises RuntimeError/ValueError for malformed files
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+    return weights, config

@@ -1,0 +1,1 @@
+"""One module per ``mlx-inception`` subcommand: argument parsing and output, nothing more."""
