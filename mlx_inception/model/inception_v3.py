@@ -219,7 +219,7 @@ def tap_names(config: InceptionV3Config | None = None) -> list[str]:
     kinds = ["InceptionA"] * 3 + ["InceptionB"] + ["InceptionC"] * 4 + ["InceptionD"]
     kinds += ["InceptionE"] * 2
     names = list(STEM)
-    for module, kind in zip(MIXED, kinds):
+    for module, kind in zip(MIXED, kinds, strict=True):
         names.append(module)
         names.extend(f"{module}.{branch}" for branch in BRANCHES[kind])
         if module == "Mixed_6e" and config.aux_logits:

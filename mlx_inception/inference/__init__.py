@@ -1,0 +1,1 @@
+"""Prediction, multi-crop evaluation and Grad-CAM on a loaded model."""

@@ -1,0 +1,1 @@
+"""Training: TensorFlow-style RMSProp, the paper's recipe, the trainer, data parallelism."""
