@@ -40,6 +40,63 @@ def make_reference_model(seed: int = 0, num_classes: int = 1000, aux_logits: boo
     return model.eval()
 
 
+def real_photos(size: int = 299, count: int = 4) -> np.ndarray:
+    """Bundled real photos (scikit-image), resized to size x size, ImageNet-normalised, NHWC."""
+    from PIL import Image
+    from skimage import data
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "horse", "immunohistochemistry"]
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    images = []
+    for name in names[:count]:
+        image = Image.fromarray(getattr(data, name)()).convert("RGB").resize((size, size))
+        images.append((np.asarray(image, dtype=np.float32) / 255.0 - mean) / std)
+    return np.stack(images)
+
+
+def make_calibrated_model(seed: int = 0):
+    """torchvision's inception_v3 whose BatchNorm statistics were measured on real photos.
+
+    With torchvision's random init and arbitrary statistics, activations grow by orders of
+    magnitude (logits near 1e10, past float16's range). Calibrating every BatchNorm on real
+    images, as training would, keeps activations at the scale of a trained network.
+    """
+    torch = _torch()
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(seed)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=True)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    photos = torch.from_numpy(real_photos(299, 6).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        for batch in photos.split(3):
+            model(batch)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def calibrated_model():
+    """torchvision's Inception-v3 with BatchNorm statistics measured on real photos, eval mode."""
+    return make_calibrated_model()
+
+
+@pytest.fixture(scope="session")
+def calibrated_weights_dir(calibrated_model, tmp_path_factory):
+    """The calibrated model saved by torch and converted to a weights directory."""
+    torch = _torch()
+    from mlx_inception.checkpoints.convert import convert_checkpoint
+
+    folder = tmp_path_factory.mktemp("calibrated")
+    pth = folder / "inception_v3_calibrated.pth"
+    torch.save(calibrated_model.state_dict(), pth)
+    out, _ = convert_checkpoint(pth, folder / "weights")
+    return out
+
+
 @pytest.fixture(scope="session")
 def reference_model():
     """torchvision's Inception-v3 (1000 classes, aux head), seeded, in eval mode."""

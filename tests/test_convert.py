@@ -1,0 +1,208 @@
+"""Converting PyTorch checkpoints: what is accepted, what is refused, and that failures write nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import random_images
+
+import mlx_inception
+from mlx_inception.checkpoints import store
+from mlx_inception.checkpoints.convert import convert_checkpoint, convert_file, read_state_dict
+from mlx_inception.cli import main
+from mlx_inception.errors import CheckpointError
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def state(reference_model):
+    return {k: v.clone() for k, v in reference_model.state_dict().items()}
+
+
+def save(state, path):
+    torch.save(state, path)
+    return path
+
+
+def test_cli_convert_writes_a_directory_that_load_reads_with_torchvisions_logits(
+    reference_checkpoints, reference_model, tmp_path, capsys
+):
+    out = tmp_path / "converted"
+    assert main(["convert", str(reference_checkpoints["pth"]), str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["source"]["file"] == "inception_v3_reference.pth"
+    assert len(config["source"]["sha256"]) == 64
+    model = mlx_inception.load(out)
+    images = random_images((1, 139, 139, 3), seed=11)
+    with torch.no_grad():
+        expected = reference_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    actual = np.array(model(mx.array(images)))
+    assert np.max(np.abs(actual - expected)) <= 1e-4 * np.max(np.abs(expected))
+
+
+def test_conv_weights_are_transposed_by_role_not_by_shape(state, tmp_path):
+    conversion = convert_file(save(state, tmp_path / "m.pth"))
+    first = state["Conv2d_1a_3x3.conv.weight"].numpy()  # 32x3x3x3: ambiguous by shape
+    np.testing.assert_array_equal(
+        np.array(conversion.weights["Conv2d_1a_3x3.conv.weight"]), first.transpose(0, 2, 3, 1)
+    )
+    np.testing.assert_array_equal(
+        np.array(conversion.weights["fc.weight"]), state["fc.weight"].numpy()
+    )
+    assert not any(k.endswith("num_batches_tracked") for k in conversion.weights)
+
+
+def test_float16_storage_keeps_batchnorm_statistics_in_float32(reference_checkpoints, tmp_path):
+    out, _ = convert_checkpoint(reference_checkpoints["safetensors"], tmp_path / "h",
+                                dtype="float16")
+    weights = mx.load(str(out / "model.safetensors"))
+    assert weights["Mixed_5b.branch1x1.conv.weight"].dtype == mx.float16
+    assert weights["Mixed_5b.branch1x1.bn.running_var"].dtype == mx.float32
+
+
+def test_checkpoint_without_aux_head_loads_without_it(state, tmp_path):
+    no_aux = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+    conversion = convert_file(save(no_aux, tmp_path / "timm_like.pth"))
+    assert conversion.config.aux_logits is False
+    assert any("no AuxLogits" in note for note in conversion.notes)
+    model = mlx_inception.load(tmp_path / "timm_like.pth")
+    assert "AuxLogits" not in model
+
+
+def test_1001_class_head_drops_the_background_class(state, tmp_path):
+    wide = dict(state)
+    for key in ("fc.weight", "fc.bias", "AuxLogits.fc.weight", "AuxLogits.fc.bias"):
+        wide[key] = torch.cat([torch.full_like(state[key][:1], 7.0), state[key]])
+    conversion = convert_file(save(wide, tmp_path / "tf1001.pth"))
+    assert conversion.config.num_classes == 1000
+    assert any("background" in note for note in conversion.notes)
+    np.testing.assert_array_equal(np.array(conversion.weights["fc.bias"]),
+                                  state["fc.bias"].numpy())
+
+
+def test_other_class_counts_convert_without_imagenet_labels(state, tmp_path):
+    small = dict(state)
+    small["fc.weight"], small["fc.bias"] = state["fc.weight"][:10], state["fc.bias"][:10]
+    small["AuxLogits.fc.weight"] = state["AuxLogits.fc.weight"][:10]
+    small["AuxLogits.fc.bias"] = state["AuxLogits.fc.bias"][:10]
+    conversion = convert_file(save(small, tmp_path / "ten.pth"))
+    assert conversion.config.num_classes == 10 and conversion.config.labels is None
+
+
+def test_wrapped_and_data_parallel_state_dicts_are_unwrapped(state, tmp_path):
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}
+    conversion = convert_file(save(wrapped, tmp_path / "ddp.pth"))
+    assert "Conv2d_1a_3x3.conv.weight" in conversion.weights
+
+
+def test_torchvision_pretrained_file_name_turns_transform_input_on(state, tmp_path):
+    conversion = convert_file(save(state, tmp_path / "inception_v3_google-0cc3c7bd.pth"))
+    assert conversion.config.transform_input is True
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("Mixed_6b.branch7x7_2.conv.weight"), "missing 1 (Mixed_6b.branch7x7_2"),
+        (lambda s: s.__setitem__("extra.weight", torch.zeros(3)), "unexpected 1 (extra.weight)"),
+        (lambda s: s.__setitem__("Mixed_5b.branch1x1.bn.bias", torch.zeros(65)), "mis-shaped 1"),
+        (lambda s: s.pop("fc.weight"), "no fc.weight"),
+    ],
+    ids=["missing", "unexpected", "mis-shaped", "not-inception"],
+)
+def test_mismatched_checkpoints_are_refused_with_one_line_and_nothing_written(
+    state, tmp_path, edit, message
+):
+    broken = dict(state)
+    edit(broken)
+    src = save(broken, tmp_path / "broken.pth")
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        convert_checkpoint(src, out)
+    assert "\n" not in str(error.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("garbage.pth", b"this is not a pickle", "not a readable PyTorch checkpoint"),
+        ("empty.pth", b"", "not a readable PyTorch checkpoint"),
+        ("garbage.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", "not a readable"),
+        ("weights.npz", b"PK", "unsupported checkpoint type .npz"),
+    ],
+)
+def test_malformed_files_give_one_clear_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        read_state_dict(path)
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_safetensors_is_refused(reference_checkpoints, tmp_path):
+    data = reference_checkpoints["safetensors"].read_bytes()
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        read_state_dict(path)
+
+
+def test_pickles_that_run_code_are_refused(tmp_path):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"fc.weight": Exploit()}))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_state_dict(path)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        read_state_dict(tmp_path / "nope.pth")
+
+
+def test_cli_reports_errors_in_one_line_with_exit_status_1(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"junk")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_inception", "convert", str(bad), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_write_leaves_an_existing_directory_as_it_was(state, tmp_path, monkeypatch):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.mx, "save_safetensors", fail)
+    with pytest.raises(OSError, match="disk full"):
+        convert_checkpoint(save(state, tmp_path / "m.pth"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_reading_pth_without_torch_says_how_to_get_it(tmp_path, monkeypatch):
+    path = save({"a": torch.zeros(1)}, tmp_path / "m.pth")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(CheckpointError, match=r"needs PyTorch: pip install 'mlx-inception\[torch\]'"):
+        read_state_dict(path)
