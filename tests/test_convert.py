@@ -1,4 +1,4 @@
-"""Converting PyTorch checkpoints: what is accepted, what is refused, and that failures write nothing."""
+"""Converting PyTorch checkpoints: what is accepted, what is refused; failures write nothing."""
 
 from __future__ import annotations
 
@@ -204,5 +204,6 @@ def test_failed_write_leaves_an_existing_directory_as_it_was(state, tmp_path, mo
 def test_reading_pth_without_torch_says_how_to_get_it(tmp_path, monkeypatch):
     path = save({"a": torch.zeros(1)}, tmp_path / "m.pth")
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(CheckpointError, match=r"needs PyTorch: pip install 'mlx-inception\[torch\]'"):
+    expected = r"needs PyTorch: pip install 'mlx-inception\[torch\]'"
+    with pytest.raises(CheckpointError, match=expected):
         read_state_dict(path)
