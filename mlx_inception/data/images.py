@@ -1,0 +1,204 @@
+"""Decode any image a user has into an RGB ``PIL.Image``, or fail with one clear line.
+
+Every failure (missing, empty, truncated, corrupt, not an image, too many pixels) raises
+``ImageError`` naming the file, so a batch can record it and go on with the other images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+# File name endings searched for in folders (lower case). Decoding never trusts the ending: the
+# file's own header decides, so a misnamed PNG still loads and a text file named .jpg is refused.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".dib",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
+
+# Pillow's own default limit (about 89.5 million pixels, a 1 GB RGB bitmap at 4 bytes/pixel);
+# a larger image is refused before it is decoded, so a tiny crafted file cannot exhaust memory.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# Transparent pixels are shown on white by browsers and viewers; compositing on the same
+# background keeps the colour the user sees (dropping alpha would expose arbitrary colours).
+BACKGROUND = (255, 255, 255)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Return True when ``path``'s name ends like an image file and it is not hidden."""
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def describe(source: object) -> str:
+    """Return how ``source`` is named in messages and results: its path, or its kind."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.width}x{source.height} {source.mode}>"
+    if isinstance(source, np.ndarray):
+        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+    return f"<{type(source).__name__}>"
+
+
+def load_image(
+    source: str | os.PathLike | bytes | Image.Image | np.ndarray,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Return ``source`` as an RGB image with its EXIF orientation applied.
+
+    ``source``: a file path, the bytes of a file, a PIL image or an array (H, W), (H, W, 1),
+    (H, W, 3) or (H, W, 4); uint8 as is, uint16 scaled from 0..65535, floats taken as 0..1.
+    Grayscale, palette, CMYK, 16-bit and float images are converted to RGB; transparency is
+    composited on white; an animated GIF/WebP gives its first frame. Raises ``ImageError``.
+    """
+    if isinstance(source, np.ndarray):
+        return array_to_image(source)
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source) or source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(source)), describe(source), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(os.path.expanduser(os.fspath(source)))
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder, not an image file")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageError(f"{path}: no such file") from None
+        except OSError as error:
+            raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
+        if size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes), not an image")
+        try:
+            with open(path, "rb") as file:
+                return _decode(file, str(path), max_pixels)
+        except PermissionError:
+            raise ImageError(f"{path}: permission denied") from None
+    raise ImageError(
+        f"cannot read an image from a {type(source).__name__}; pass a path, bytes, a PIL image "
+        "or a numpy array"
+    )
+
+
+def _decode(file, name: str, max_pixels: int | None) -> Image.Image:
+    """Return the first frame of the image in ``file``, decoded, oriented and in RGB."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (not raises) between its limit and twice it; we decide ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageError(
+                    f"{name}: {image.width}x{image.height} pixels is over the limit of "
+                    f"{max_pixels:,} (a possible decompression bomb); raise max_pixels if "
+                    "you trust this file"
+                )
+            image.load()  # decode now, inside this try: truncated data fails here
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not an image file Pillow can read (corrupt or another format)"
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({error})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+        # Pillow reports truncated or damaged data as OSError/SyntaxError/ValueError/EOFError.
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImageError(f"{name}: corrupt or truncated image ({message})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` in RGB mode: 16-bit and float scaled to 8 bits, alpha composited on white.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit values at 255 (a 16-bit photo turns white), so
+    those modes go through numpy instead.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return array_to_image(_wide_array(image))
+    if mode == "P":
+        # A palette may carry transparency (GIF, PNG): go through RGBA so it is honoured.
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _wide_array(image: Image.Image) -> np.ndarray:
+    """Return a 16-bit or float single-channel image as floats in 0..1."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        array = array.astype(np.float32)
+        # Float images are 0..1 by convention; 0..255 data is recognised by its range.
+        return array / 255.0 if np.nanmax(array, initial=0.0) > 1.0 else array
+    # "I" is how Pillow opens 16-bit PNG/TIFF data; its values are 0..65535.
+    return array.astype(np.float32) / 65535.0
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """Return an RGB image from an (H, W), (H, W, 1|3|4) uint8, uint16, bool or float array."""
+    array = np.asarray(array)
+    shape = "x".join(map(str, array.shape))
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageError(
+            f"array of shape {shape} is not an image; expected (H, W), (H, W, 1), (H, W, 3) "
+            "or (H, W, 4)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"array of shape {shape} has no pixels")
+    if array.dtype == np.uint8:
+        data = array
+    elif array.dtype == np.bool_:
+        data = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        data = np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise ImageError(f"array of shape {shape} contains NaN or infinite values")
+        data = np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise ImageError(
+            f"array of dtype {array.dtype} is not supported; use uint8 (0..255), uint16 "
+            "(0..65535) or float (0..1)"
+        )
+    data = np.ascontiguousarray(data)
+    if data.ndim == 2:
+        return Image.fromarray(data).convert("RGB")
+    if data.shape[-1] == 4:
+        return to_rgb(Image.fromarray(data))
+    return Image.fromarray(data)

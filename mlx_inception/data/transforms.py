@@ -1,0 +1,128 @@
+"""Preprocessing with Pillow and numpy, step for step what torchvision and timm do on PIL images.
+
+torchvision's ``Inception_V3_Weights.IMAGENET1K_V1.transforms()`` resizes the shorter side to 342
+with Pillow's own (antialiased) bilinear resize, centre-crops 299, divides by 255 and normalises
+with ImageNet mean/std in float32. Doing the same Pillow calls and the same float32 operations in
+the same order gives bit-identical input (``tests/test_transforms.py``). timm's configs differ
+only in the numbers: ``crop_pct`` 0.875 means a resize to floor(299 / 0.875) = 341, bicubic, and
+mean = std = 0.5 for its tf/tv weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InceptionError
+from ..model import Preprocessing
+
+# The interpolation names a config may use and Pillow's filters for them (torchvision's and
+# timm's names; both map them to these same Pillow filters for PIL input).
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def resample_filter(interpolation: str) -> Image.Resampling:
+    """Return Pillow's resampling filter for an interpolation name such as ``"bilinear"``."""
+    try:
+        return INTERPOLATIONS[interpolation.lower()]
+    except KeyError:
+        raise InceptionError(
+            f"unknown interpolation {interpolation!r} in the preprocessing config; use one of "
+            f"{', '.join(INTERPOLATIONS)}"
+        ) from None
+
+
+def resized_shape(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """Return (width, height) with the shorter side ``shorter`` and the aspect ratio kept.
+
+    The longer side is truncated, not rounded, as torchvision's ``Resize(int)`` does.
+    """
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """Return ``image`` resized so its shorter side is ``size`` (Pillow's antialiased resize)."""
+    target = resized_shape(image.width, image.height, size)
+    if target == image.size:
+        return image
+    return image.resize(target, resample_filter(interpolation))
+
+
+def crop_box(
+    width: int, height: int, crop_width: int, crop_height: int
+) -> tuple[int, int, int, int]:
+    """Return the (left, top, right, bottom) box of torchvision's centre crop.
+
+    Offsets use Python's round() of half the margin, as torchvision does; a crop larger than
+    the image extends past its edges (Pillow fills that with black, torchvision pads zeros).
+    """
+    if crop_width > width:
+        left = -((crop_width - width) // 2)
+    else:
+        left = int(round((width - crop_width) / 2.0))
+    if crop_height > height:
+        top = -((crop_height - height) // 2)
+    else:
+        top = int(round((height - crop_height) / 2.0))
+    return left, top, left + crop_width, top + crop_height
+
+
+def center_crop(image: Image.Image, preprocessing: Preprocessing | None = None) -> Image.Image:
+    """Return the exact square the network sees: resized, centre-cropped, not normalised.
+
+    For display (the desktop app shows it); ``preprocess`` gives the same pixels as input.
+    """
+    preprocessing = preprocessing or Preprocessing()
+    resized = resize_shorter(image, preprocessing.resize_size, preprocessing.interpolation)
+    size = preprocessing.crop_size
+    return resized.crop(crop_box(resized.width, resized.height, size, size))
+
+
+def normalize(pixels: np.ndarray, preprocessing: Preprocessing | None = None) -> np.ndarray:
+    """Return uint8 RGB pixels (..., 3) as float32 (x / 255 - mean) / std.
+
+    The same float32 operations in the same order as torchvision's ``convert_image_dtype`` and
+    ``normalize`` (divide by 255, subtract, divide), so results are bit-identical.
+    """
+    preprocessing = preprocessing or Preprocessing()
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)
+    std = np.asarray(preprocessing.std, dtype=np.float32)
+    scaled = np.asarray(pixels, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    return (scaled - mean) / std
+
+
+def preprocess(image: Image.Image, preprocessing: Preprocessing | None = None) -> np.ndarray:
+    """Return the network input for one RGB image: float32, (crop, crop, 3), normalised."""
+    return normalize(np.asarray(center_crop(image, preprocessing)), preprocessing)
+
+
+def timm_preprocessing(
+    crop_size: int = 299,
+    crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+) -> Preprocessing:
+    """Return the Preprocessing of a timm config (``crop_pct`` -> resize floor(crop / pct)).
+
+    timm's Inception-v3 weights use crop_pct 0.875 and bicubic; the tf/tv weights mean = std =
+    0.5, the gluon weights ImageNet mean/std.
+    """
+    return Preprocessing(
+        resize_size=math.floor(crop_size / crop_pct),
+        crop_size=crop_size,
+        interpolation=interpolation,
+        mean=mean,
+        std=std,
+    )
