@@ -13,7 +13,14 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .layers import BasicConv2d, avg_pool, avg_pool_3x3_same, global_average_pool, max_pool
+from .layers import (
+    BasicConv2d,
+    BatchNorm,
+    avg_pool,
+    avg_pool_3x3_same,
+    global_average_pool,
+    max_pool,
+)
 
 Taps = dict[str, mx.array]
 
@@ -191,28 +198,44 @@ class InceptionE(_Block):
 class InceptionAux(nn.Module):
     """Figure 8: the auxiliary classifier on the 17x17 grid (Mixed_6e), used in training.
 
-    5x5/3 average pool -> 1x1 conv (128) -> 5x5 conv (768) -> global mean -> fc. The paper's
-    best model batch-normalises the fc ("BN-auxiliary"); torchvision does not, nor does this port.
-    It needs a grid of at least 17x17, i.e. inputs of 299 pixels or more.
+    5x5/3 average pool -> 1x1 conv (128) -> 5x5 conv (768) -> global mean -> fc. It needs a
+    grid of at least 17x17 (inputs of 299 pixels with the default stem). ``batch_norm=True`` is
+    the paper's "BN-auxiliary" (section 10, Table 3), which torchvision does not build: see below.
     """
 
-    def __init__(self, in_channels: int, num_classes: int):
+    def __init__(self, in_channels: int, num_classes: int, batch_norm: bool = False):
         super().__init__()
         self.conv0 = BasicConv2d(in_channels, 128, 1)
         # torchvision sets ``conv1.stddev = 0.01`` on the BasicConv2d, where its init never looks,
         # so that convolution is drawn with 0.1 like the others; matched here.
         self.conv1 = BasicConv2d(128, 768, 5)
-        self.fc = nn.Linear(768, num_classes)
-        self.fc_stddev = 0.001
+        # "BN-auxiliary refers to the version in which the fully connected layer of the
+        # auxiliary classifier is also batch-normalized, not just the convolutions" (section 10).
+        # The convolutions (the figure's first fully connected layer is conv1, a 5x5 convolution
+        # over the 5x5 grid) are BasicConv2d's already; what is left is ``fc``. A batch-normalised
+        # layer normalises its output Wu, not its input u (Ioffe & Szegedy 2015, section 3.2),
+        # so ``fc_bn`` follows ``fc``, whose bias it would cancel: ``fc`` then has none, as the
+        # convolutions before a BatchNorm have none.
+        self.fc = nn.Linear(768, num_classes, bias=not batch_norm)
+        if batch_norm:
+            self.fc_bn = BatchNorm(num_classes)
+        # torchvision draws the plain head's fc with 0.001 so its first logits are near zero.
+        # Behind a BatchNorm the scale of W cancels in the forward pass and only divides the
+        # gradient, so the normalised fc is drawn like every other normalised layer (0.1).
+        self.fc_stddev = 0.1 if batch_norm else 0.001
 
     def __call__(self, x: mx.array) -> mx.array:
         if x.shape[1] < 17 or x.shape[2] < 17:
             raise ValueError(
                 f"the auxiliary classifier needs a 17x17 grid, got {x.shape[1]}x{x.shape[2]}: "
-                "use inputs of at least 299x299 or a model without aux_logits"
+                "use inputs of at least 299x299 (151 or 79 with that stem) or a model without "
+                "aux_logits"
             )
         x = avg_pool(x, 5, 3)
         x = self.conv0(x)
         x = self.conv1(x)
         x = global_average_pool(x)
-        return self.fc(x)
+        x = self.fc(x)
+        if "fc_bn" in self:
+            x = self.fc_bn(x)
+        return x

@@ -42,6 +42,14 @@ class Preprocessing:
         self.std = tuple(float(v) for v in self.std)
 
 
+# Section 9, Table 2: for each input size, the stride of the first layer (Conv2d_1a_3x3) and
+# whether the stem keeps its first max-pool (``maxpool1``). The 299 and 151 networks have the
+# same grid sizes from the first layer's output on (149, 147, 73, ..., 35, 17, 8); the 79 network
+# reaches 75, 73 and then 36, 17, 8. The paper's "pooling after the first layer" is this stem
+# max-pool: torchvision's stem (like Google's) has no pool directly after Conv2d_1a_3x3.
+STEM_VARIANTS = {"299": (2, True), "151": (1, True), "79": (1, False)}
+
+
 @dataclass
 class InceptionV3Config:
     """Everything needed to rebuild a network and feed it; ``config.json`` next to the weights."""
@@ -52,13 +60,34 @@ class InceptionV3Config:
     # which Google's ported weights expect. On for torchvision's pretrained checkpoint.
     transform_input: bool = False
     dropout: float = 0.5
-    # False gives TensorFlow's "SAME" average pooling (padded zeros not counted).
+    # False gives TensorFlow's "SAME" average pooling (padded zeros not counted), which
+    # TF-derived weights and the FID network (pytorch-fid's FIDInceptionA/C/E) expect.
     pool_count_include_pad: bool = True
+    # The paper's "BN-auxiliary" (section 10, Table 3's last row): BatchNorm on the output of the
+    # aux classifier's fully connected layer. Not in torchvision or TF-slim.
+    bn_aux: bool = False
+    # The paper's equal-cost networks for low resolution (section 9, Table 2), named by input
+    # size: "299" (torchvision: first layer stride 2, max-pool after the stem's third layer),
+    # "151" (first layer stride 1, max-pool kept), "79" (first layer stride 1, no max-pool).
+    # All three have the same parameters, so weights move between them.
+    stem: str = "299"
+    # Mixed_7c's pooling branch: "avg" (the paper, torchvision) or "max" (Google's 2015 graph,
+    # the FID network: pytorch-fid's FIDInceptionE_2).
+    mixed_7c_pool: str = "avg"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     # Name of a label set shipped with the package ("imagenet-1k"), an explicit list, or None.
     labels: str | list[str] | None = "imagenet-1k"
     # Where the weights came from: file name, sha256, registry name, ... (informational).
     source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stem = str(self.stem)  # stem=151 reads as naturally as stem="151"
+        if self.stem not in STEM_VARIANTS:
+            raise ValueError(
+                f"unknown stem {self.stem!r}: choose one of {', '.join(STEM_VARIANTS)}"
+            )
+        if self.mixed_7c_pool not in ("avg", "max"):
+            raise ValueError(f"unknown mixed_7c_pool {self.mixed_7c_pool!r}: choose avg or max")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -109,7 +138,8 @@ class InceptionV3(nn.Module):
         config = config or InceptionV3Config()
         self.config = config
         pad = config.pool_count_include_pad
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        first_stride, self._stem_max_pool = STEM_VARIANTS[config.stem]
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=first_stride)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
@@ -123,10 +153,10 @@ class InceptionV3(nn.Module):
         self.Mixed_6d = InceptionC(768, channels_7x7=160, pool_count_include_pad=pad)
         self.Mixed_6e = InceptionC(768, channels_7x7=192, pool_count_include_pad=pad)
         if config.aux_logits:
-            self.AuxLogits = InceptionAux(768, config.num_classes)
+            self.AuxLogits = InceptionAux(768, config.num_classes, batch_norm=config.bn_aux)
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, pool_count_include_pad=pad)
-        self.Mixed_7c = InceptionE(2048, pool_count_include_pad=pad)
+        self.Mixed_7c = InceptionE(2048, pool_count_include_pad=pad, pool=config.mixed_7c_pool)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(2048, config.num_classes)
         if init_weights:
@@ -137,7 +167,8 @@ class InceptionV3(nn.Module):
 
         Conv and linear weights ~ truncated normal(0, stddev) cut at the absolute values -2 and 2
         (stddev 0.1; 0.001 for the aux fc); BatchNorm weight 1, bias 0.
-        Linear biases keep their default uniform init, as in torchvision.
+        Linear biases keep their default uniform init, as in torchvision. With ``bn_aux`` the
+        aux fc is drawn with 0.1 (see ``InceptionAux``) and its BatchNorm starts at 1 and 0.
         """
 
         def truncated(shape: tuple[int, ...], stddev: float) -> mx.array:
@@ -154,6 +185,10 @@ class InceptionV3(nn.Module):
             self.AuxLogits.fc.weight = truncated(
                 self.AuxLogits.fc.weight.shape, self.AuxLogits.fc_stddev
             )
+            if "fc_bn" in self.AuxLogits:
+                bn = self.AuxLogits.fc_bn
+                bn.weight = mx.ones_like(bn.weight)
+                bn.bias = mx.zeros_like(bn.bias)
 
     def _transform_input(self, x: mx.array) -> mx.array:
         mean = mx.array(IMAGENET_MEAN, dtype=x.dtype)
@@ -165,6 +200,19 @@ class InceptionV3(nn.Module):
         if aux is not None:
             return logits, aux
         return logits
+
+    def features(self, x: mx.array, layer: str = "avgpool") -> mx.array:
+        """Return the activation of ``layer`` for ``x``, computing no layer after it.
+
+        ``layer``: ``"avgpool"`` (default: the (N, 2048) pooled features, TensorFlow's "pool3",
+        which FID uses), a stem module (``"maxpool1"``, ``"maxpool2"``, ...) or an Inception
+        module (``"Mixed_6e"``, ...). Dropout and fc are never applied; the aux head never runs.
+        """
+        names = [*self._stem_names(), *MIXED, "avgpool"]
+        if layer not in names:
+            raise ValueError(f"unknown layer {layer!r}: choose one of {', '.join(names)}")
+        value, _ = self._trunk(x, None, None, stop_at=layer, with_aux=False)
+        return value
 
     def forward_with_taps(
         self, x: mx.array, replace: Taps | None = None
@@ -182,7 +230,19 @@ class InceptionV3(nn.Module):
         logits, aux, _ = self._forward(x, taps, replace or {})
         return ((logits, aux) if aux is not None and self.training else logits), taps
 
-    def _forward(self, x: mx.array, taps: Taps | None, replace: Taps | None):
+    def _stem_names(self) -> tuple[str, ...]:
+        return _stem_names(self.config)
+
+    def _trunk(
+        self,
+        x: mx.array,
+        taps: Taps | None,
+        replace: Taps | None,
+        stop_at: str = "avgpool",
+        with_aux: bool = True,
+    ) -> tuple[mx.array, mx.array | None]:
+        """Run the network up to ``stop_at`` (at most the pooled features); return it and aux."""
+
         def record(name: str, value: mx.array) -> mx.array:
             if replace is not None and name in replace:
                 value = replace[name]
@@ -192,25 +252,40 @@ class InceptionV3(nn.Module):
 
         if self.config.transform_input:
             x = self._transform_input(x)
-        for name in STEM:
+        aux = None
+        for name in self._stem_names():
             if name.startswith("maxpool"):
                 x = max_pool(x, 3, 2)
             else:
                 x = getattr(self, name)(x)
             x = record(name, x)
-        aux = None
+            if name == stop_at:
+                return x, aux
         for name in MIXED:
             x = record(name, getattr(self, name)(x, taps, replace, name))
-            if name == "Mixed_6e" and "AuxLogits" in self:
+            if name == "Mixed_6e" and "AuxLogits" in self and with_aux:
                 want_aux = self.training or (taps is not None and min(x.shape[1:3]) >= 17)
                 if want_aux:
                     aux = record("AuxLogits", self.AuxLogits(x))
-        x = record("avgpool", global_average_pool(x))
+            if name == stop_at:
+                return x, aux
+        return record("avgpool", global_average_pool(x)), aux
+
+    def _forward(self, x: mx.array, taps: Taps | None, replace: Taps | None):
+        x, aux = self._trunk(x, taps, replace)
         x = self.dropout(x)
-        logits = record("fc", self.fc(x))
+        logits = self._record_fc(self.fc(x), taps, replace)
         if not self.training:
             aux = None
         return logits, aux, taps
+
+    @staticmethod
+    def _record_fc(value: mx.array, taps: Taps | None, replace: Taps | None) -> mx.array:
+        if replace is not None and "fc" in replace:
+            value = replace["fc"]
+        if taps is not None:
+            taps["fc"] = value
+        return value
 
 
 def tap_names(config: InceptionV3Config | None = None) -> list[str]:
@@ -218,10 +293,16 @@ def tap_names(config: InceptionV3Config | None = None) -> list[str]:
     config = config or InceptionV3Config()
     kinds = ["InceptionA"] * 3 + ["InceptionB"] + ["InceptionC"] * 4 + ["InceptionD"]
     kinds += ["InceptionE"] * 2
-    names = list(STEM)
+    names = list(_stem_names(config))
     for module, kind in zip(MIXED, kinds, strict=True):
         names.append(module)
         names.extend(f"{module}.{branch}" for branch in BRANCHES[kind])
         if module == "Mixed_6e" and config.aux_logits:
             names.append("AuxLogits")
     return names + ["avgpool", "fc"]
+
+
+def _stem_names(config: InceptionV3Config) -> tuple[str, ...]:
+    """Return the stem's modules in order; the "79" stem has no ``maxpool1``."""
+    _, max_pool_kept = STEM_VARIANTS[config.stem]
+    return STEM if max_pool_kept else tuple(name for name in STEM if name != "maxpool1")
