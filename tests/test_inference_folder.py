@@ -78,7 +78,7 @@ def test_an_empty_class_folder_is_named(tree):
 
 def test_a_single_class_is_refused_unless_the_caller_allows_it(tmp_path):
     touch(tmp_path / "only" / "a.jpg")
-    with pytest.raises(DataError, match="found 1 class folder \\(only\\); at least 2"):
+    with pytest.raises(DataError, match=r"found 1 class folder\(s\) \(only\); at least 2"):
         ImageFolder(tmp_path)
     assert ImageFolder(tmp_path, min_classes=1).classes == ["only"]
 

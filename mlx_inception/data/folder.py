@@ -33,6 +33,29 @@ def find_images(
     return sorted(found)
 
 
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Return the class folder names directly under ``root``, sorted (hidden ones skipped).
+
+    Raises ``DataError`` when ``root`` is missing, not a folder, or has no sub-folders.
+    """
+    root = Path(os.path.expanduser(os.fspath(root)))
+    if not root.exists():
+        raise DataError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; give a folder with one sub-folder per class")
+    classes = sorted(
+        entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not classes:
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        hint = f" ({len(loose)} images lie directly in it)" if loose else ""
+        raise DataError(
+            f"{root}: no class folders{hint}; put each class's images in its own "
+            "sub-folder, e.g. root/cat/1.jpg, root/dog/2.jpg"
+        )
+    return classes
+
+
 class ImageFolder:
     """Images in ``root/<class>/**``: ``samples`` is a list of (path, class index).
 
@@ -53,28 +76,12 @@ class ImageFolder:
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     ):
         self.root = Path(os.path.expanduser(os.fspath(root)))
-        if not self.root.exists():
-            raise DataError(f"{self.root}: no such folder")
-        if not self.root.is_dir():
-            raise DataError(
-                f"{self.root}: not a folder; give a folder with one sub-folder per class"
-            )
-        self.classes = sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if entry.is_dir() and not entry.name.startswith(".")
-        )
-        if not self.classes:
-            loose = [p for p in self.root.iterdir() if p.is_file() and is_image_file(p)]
-            hint = f" ({len(loose)} images lie directly in it)" if loose else ""
-            raise DataError(
-                f"{self.root}: no class folders{hint}; put each class's images in its own "
-                "sub-folder, e.g. root/cat/1.jpg, root/dog/2.jpg"
-            )
+        self.classes = class_folders(self.root)
         if len(self.classes) < min_classes:
             raise DataError(
-                f"{self.root}: found {len(self.classes)} class folder ({self.classes[0]}); at "
-                f"least {min_classes} are needed, one sub-folder per class"
+                f"{self.root}: found {len(self.classes)} class folder(s) "
+                f"({', '.join(self.classes)}); at least {min_classes} are needed, one "
+                "sub-folder per class"
             )
         if class_to_index is None:
             class_to_index = {name: index for index, name in enumerate(self.classes)}

@@ -12,17 +12,29 @@ from ..model import InceptionV3Config
 # imagenet_classes.txt is torchvision's ``Inception_V3_Weights.IMAGENET1K_V1.meta["categories"]``,
 # copied once: the 1000 ImageNet-1k names in the networks' output order.
 LABEL_SETS = {"imagenet-1k": "imagenet_classes.txt"}
+# The 1000 ImageNet-1k WordNet ids (the folder names of the ILSVRC-2012 train/val trees) in the
+# same order: sorted, which is the order every ImageNet-trained network's outputs follow.
+IMAGENET_SYNSETS_FILE = "imagenet_synsets.txt"
 
 
 @functools.cache
-def _read_label_set(name: str) -> tuple[str, ...]:
-    text = resources.files(__package__).joinpath(LABEL_SETS[name]).read_text(encoding="utf-8")
+def _read_lines(file_name: str) -> tuple[str, ...]:
+    text = resources.files(__package__).joinpath(file_name).read_text(encoding="utf-8")
     return tuple(line for line in text.splitlines() if line)
+
+
+def _read_label_set(name: str) -> tuple[str, ...]:
+    return _read_lines(LABEL_SETS[name])
 
 
 def imagenet_classes() -> list[str]:
     """Return the 1000 ImageNet-1k class names in output order ("tench", "goldfish", ...)."""
     return list(_read_label_set("imagenet-1k"))
+
+
+def imagenet_synsets() -> list[str]:
+    """Return the 1000 ImageNet-1k WordNet ids in output order ("n01440764", ...)."""
+    return list(_read_lines(IMAGENET_SYNSETS_FILE))
 
 
 def load_labels(

@@ -1,0 +1,212 @@
+"""``mlx-inception predict PATH...``: top-k ImageNet classes for image files, folders and globs."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from typing import TextIO
+
+from ..data.folder import find_images
+
+FALLBACK_WEIGHTS = "inception_v3.tv_in1k"
+
+
+def default_weights() -> str:
+    """Return the registry's default weights name (torchvision's ImageNet weights)."""
+    try:
+        from ..checkpoints.registry import default_name
+    except ImportError:  # a build without the registry
+        return FALLBACK_WEIGHTS
+    return default_name()
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """Add the flags shared by predict and evaluate: weights, dtype, batch size, crops."""
+    parser.add_argument(
+        "--weights",
+        default=default_weights(),
+        help="registry name, Hugging Face Hub repo id, converted weights directory or PyTorch "
+        "checkpoint (.pth/.safetensors)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="compute dtype; half precision folds BatchNorm into the convolutions in float32 first",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help="network inputs per forward pass"
+    )
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=1,
+        choices=[1, 10, 12, 144],
+        help="views per image, softmax averaged: 1 = the weights' own resize and centre crop; "
+        "10 = corners + centre, mirrored; 12 = corners + centre + whole centre square, "
+        "mirrored; 144 = GoogLeNet's 4 scales x 3 squares x 6 crops x 2 mirrors",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify images (top-k classes and probabilities)",
+        description=(
+            "Classify image files with Inception-v3 and print each one's top-k classes. PATH "
+            "may be a file, a folder (searched recursively for .jpg/.png/.webp/.bmp/.gif/.tif "
+            "files) or a quoted glob such as 'photos/**/*.jpg'. Unreadable files are reported "
+            "and the others still classified; the exit status is 1 if any file failed."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder or glob")
+    add_model_arguments(parser, batch_size=8)
+    parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: {"path", "top_k": [{"index", "label", "probability"}]} '
+        'or {"path", "error"}',
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(func=run)
+
+
+def expand_paths(arguments: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return the image files named by files, folders and globs, and (path, error) for misses.
+
+    Files named explicitly are kept whatever their ending (decoding decides); folders give
+    their image files recursively; globs (``*``, ``?``, ``[``, ``**``) are expanded. Each file
+    is listed once, in the order given.
+    """
+    files: list[str] = []
+    missing: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for argument in arguments:
+        expanded = os.path.expanduser(argument)
+        if os.path.isdir(expanded):
+            found = find_images(expanded)
+            if not found:
+                missing.append((argument, f"{argument}: folder has no image files"))
+            for path in found:
+                add(str(path))
+        elif os.path.exists(expanded):
+            add(expanded)
+        elif glob.has_magic(expanded):
+            matches = sorted(glob.glob(expanded, recursive=True))
+            if not matches:
+                missing.append((argument, f"{argument}: no files match this pattern"))
+            for match in matches:
+                if os.path.isdir(match):
+                    for path in find_images(match):
+                        add(str(path))
+                else:
+                    add(match)
+        else:
+            missing.append((argument, f"{argument}: no such file or folder"))
+    return files, missing
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only on a terminal and for more than one item."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.label = label
+        self.enabled = not quiet and total > 1 and self.stream.isatty()
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+
+    def clear(self) -> None:
+        """Erase the bar so a line printed next is not mixed with it."""
+        if self.enabled and self.last_draw:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        total = total or self.total
+        now = time.monotonic()
+        if done < total and now - self.last_draw < 0.1:
+            return  # redraw at most ten times a second
+        self.last_draw = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        remaining = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / max(total, 1))
+        bar = "=" * filled + (">" if filled < width else "") + " " * max(width - filled - 1, 0)
+        self.stream.write(
+            f"\r{self.label} {done}/{total} [{bar}] {rate:.1f} img/s, {remaining:.0f} s left "
+        )
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def format_prediction(prediction, top_k: int) -> list[str]:
+    """Return the human-readable lines for one prediction: the path, then one line per class."""
+    lines = [prediction.source]
+    for rank, entry in enumerate(prediction.top_k, start=1):
+        label = entry.label if entry.label is not None else f"class {entry.index}"
+        lines.append(f"  {rank:>2}. {entry.probability * 100:6.2f}%  {entry.index:>4}  {label}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InceptionError
+    from ..inference.predictor import Predictor
+
+    if args.top_k < 1:
+        raise InceptionError(f"--top-k must be at least 1, not {args.top_k}")
+    files, missing = expand_paths(args.paths)
+    failed = 0
+    for path, message in missing:
+        failed += 1
+        _report_error(path, message, args.json)
+    if not files:
+        if not missing:
+            raise InceptionError("no image files to predict")
+        return 1
+    predictor = Predictor.from_source(
+        args.weights,
+        dtype=args.dtype,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        crops=args.crops,
+    )
+    progress = Progress(len(files), "predict", quiet=args.quiet)
+    for done, prediction in enumerate(predictor.iter_predict(files), start=1):
+        progress.clear()
+        if prediction.error is not None:
+            failed += 1
+            _report_error(prediction.source, prediction.error, args.json)
+        elif args.json:
+            print(json.dumps(prediction.to_dict()), flush=True)
+        else:
+            print("\n".join(format_prediction(prediction, args.top_k)), flush=True)
+        progress.update(done)
+    if failed and not args.json:
+        print(f"{len(files) + len(missing) - failed} predicted, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report_error(path: str, message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"path": path, "error": message}), flush=True)
+    else:
+        print(f"error: {message}", file=sys.stderr, flush=True)
