@@ -1,0 +1,836 @@
+"""Pretrained weights from the Hugging Face Hub: resolve, download, verify, convert once, push.
+
+``resolve(source)`` turns a registry name (``inception_v3.tv_in1k``) or a Hub repo id
+(``owner/name``) into a local weights directory (``config.json`` + ``model.safetensors``):
+
+- a repo already in this project's format is downloaded and used as is;
+- a timm/torchvision repo (``model.safetensors``, or ``pytorch_model.bin`` when pickles are
+  allowed) is downloaded, its SHA-256 checked, converted once and the result cached.
+
+Everything lives in huggingface_hub's cache, so ``HF_HOME``/``HF_HUB_CACHE``, ``HF_TOKEN``,
+``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply (read when a function here is called), and deleting
+the repo from the cache (``hf cache delete``) deletes its conversions too::
+
+    {HF_HUB_CACHE}/models--{owner}--{name}/
+        blobs/ refs/ snapshots/               huggingface_hub's copy of the original files
+        mlx-inception/{commit}/{key}/         converted: config.json + model.safetensors
+
+``key`` is the first 16 hex digits of the source file's SHA-256 and a fingerprint of the config
+applied to it. A conversion is written under a temporary name and renamed into place, so an
+interrupted one never leaves an entry that a later load would use.
+
+huggingface_hub checks a downloaded file's size, not its content; here every weight file is
+hashed and compared with the hash the Hub announces (the LFS SHA-256, or the git blob id of a
+small file) and with the registry's pin, and a mismatch deletes the file and raises HubError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from ..errors import CheckpointError, HubError
+from ..model import InceptionV3Config, Preprocessing
+from . import convert, registry, store
+from .registry import WeightsEntry
+
+logger = logging.getLogger(__name__)
+
+CONVERTED_FOLDER = "mlx-inception"
+# Bump when the conversion's output changes, so older cached conversions are not reused.
+CONVERSION_FORMAT = 1
+SAFETENSORS_FILE = "model.safetensors"
+PICKLE_FILE = "pytorch_model.bin"
+REPO_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
+COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
+GIT_SHA1_PATTERN = re.compile(r"[0-9a-f]{40}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+# Unused partial conversions (a killed process) older than this are removed.
+STALE_PARTIAL_SECONDS = 24 * 3600
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and what a source names
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where the Hub is and where its files are cached, read from the environment at call time."""
+
+    endpoint: str
+    cache_dir: Path
+    offline: bool
+    token: str | bool | None
+
+
+def hub_settings(
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    offline: bool | None = None,
+    endpoint: str | None = None,
+) -> HubSettings:
+    """Return the Hub settings: explicit arguments first, then HF_* variables, then defaults.
+
+    huggingface_hub reads its environment variables once, when it is imported; reading them
+    again here lets a program (or a test) set ``HF_ENDPOINT``, ``HF_HOME`` or ``HF_HUB_OFFLINE``
+    after that import.
+    """
+    if endpoint is None:
+        endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if cache_dir is None:
+        if os.environ.get("HF_HUB_CACHE"):
+            cache_dir = os.environ["HF_HUB_CACHE"]
+        elif os.environ.get("HF_HOME"):
+            cache_dir = os.path.join(os.environ["HF_HOME"], "hub")
+        else:
+            cache_dir = constants.HF_HUB_CACHE
+    if offline is None:
+        offline = (os.environ.get("HF_HUB_OFFLINE", "").upper() in TRUE_VALUES) or bool(
+            constants.HF_HUB_OFFLINE
+        )
+    cache = Path(os.path.expandvars(os.path.expanduser(str(cache_dir))))
+    return HubSettings(endpoint.rstrip("/"), cache, bool(offline), token)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a source string names: a Hub repo at a revision, maybe a registry entry."""
+
+    source: str
+    repo_id: str
+    revision: str
+    entry: WeightsEntry | None = None
+
+    @property
+    def filename(self) -> str | None:
+        """The weight file the registry names, if any."""
+        return self.entry.filename if self.entry else None
+
+    @property
+    def pinned_sha256(self) -> str | None:
+        """The registry's SHA-256 for that file, valid only at the registry's revision."""
+        if self.entry and self.entry.sha256 and self.revision == self.entry.revision:
+            return self.entry.sha256
+        return None
+
+
+def is_repo_id(source: str) -> bool:
+    """Return True if ``source`` has the form of a Hub repo id, ``owner/name``."""
+    return bool(REPO_ID_PATTERN.fullmatch(source)) and ".." not in source and "--" not in source
+
+
+def parse_source(source: str, revision: str | None = None) -> Target:
+    """Return the Hub target that a registry name or repo id names; raise if it names neither."""
+    entry = registry.find(source)
+    if entry is not None:
+        return Target(source, entry.repo_id, revision or entry.revision, entry)
+    if Path(source).suffix.lower() in convert.PICKLE_SUFFIXES + convert.SAFETENSORS_SUFFIXES:
+        # A checkpoint file name, even one shaped like owner/name: never a Hub lookup.
+        raise CheckpointError(f"{source}: no such checkpoint file")
+    if is_repo_id(source):
+        # The repo of a registered entry gets that entry's config (preprocessing, labels).
+        return Target(source, source, revision or "main", registry.for_repo(source))
+    raise CheckpointError(
+        f"{source!r} is not a file or directory, a known weights name "
+        f"({', '.join(registry.names())}; see `mlx-inception list`) or a Hub repo id (owner/name)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Return the exception types that mean "could not talk to the server"."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    # huggingface_hub 2.x uses httpx2, 1.x httpx, 0.x requests; only the loaded one matters.
+    for module_name, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        module = sys.modules.get(module_name)
+        errors.extend(getattr(module, name) for name in names if hasattr(module, name))
+    return tuple(errors)
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _status(error: HfHubHTTPError) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _is_server_failure(error: BaseException) -> bool:
+    """Return True for errors that say nothing about the repo: no connection, Hub down."""
+    if isinstance(error, HfHubHTTPError) and not isinstance(
+        error, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
+    ):
+        status = _status(error)
+        return status is not None and status >= 500
+    return isinstance(error, _transport_errors())
+
+
+def hub_error(
+    error: BaseException,
+    *,
+    repo_id: str,
+    endpoint: str,
+    revision: str | None = None,
+    filename: str | None = None,
+    writing: bool = False,
+) -> HubError:
+    """Return a one-line HubError that says what went wrong with the Hub and what to do."""
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    if isinstance(error, LocalEntryNotFoundError) and error.__cause__ is not None:
+        # hf_hub_download reports "no connection" and "Hub down" as a missing local file.
+        error = error.__cause__
+    if isinstance(error, GatedRepoError):
+        return HubError(
+            f"{repo_id} is gated: accept its conditions at {endpoint}/{repo_id}, then log in "
+            "with `hf auth login` or set HF_TOKEN"
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return HubError(
+            f"no repo {repo_id} on {endpoint}, or it is private and no valid token was sent: "
+            "check the name, or log in with `hf auth login` / set HF_TOKEN"
+        )
+    if isinstance(error, RevisionNotFoundError):
+        return HubError(
+            f"{repo_id} has no revision {revision!r}: pass a branch, tag or commit that exists"
+        )
+    if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        return HubError(
+            f"{where} is not in the local cache and the Hub is offline (HF_HUB_OFFLINE=1): "
+            f"unset HF_HUB_OFFLINE and run `mlx-inception download {repo_id}` once"
+        )
+    if isinstance(error, EntryNotFoundError):
+        return HubError(f"{where} has no file {filename}: check the repo's files on the Hub")
+    if isinstance(error, HfHubHTTPError):
+        status = _status(error)
+        if status == 401:
+            return HubError(
+                f"the Hub rejected the token (401 Unauthorized) for {repo_id}: set a valid "
+                "HF_TOKEN or run `hf auth login`"
+            )
+        if status == 403:
+            access = "write" if writing else "read"
+            return HubError(
+                f"permission denied (403) for {repo_id}: use a token with {access} access to it"
+            )
+        if status == 429:
+            return HubError(f"the Hub rate-limited this client (429) for {repo_id}: retry later")
+        if status is not None and status >= 500:
+            return HubError(f"the Hub at {endpoint} failed (HTTP {status}): try again later")
+        detail = getattr(error, "server_message", None) or str(error)
+        return HubError(f"the Hub answered HTTP {status} for {where}: {_one_line(detail)}")
+    if isinstance(error, _transport_errors()):
+        return HubError(
+            f"cannot reach {endpoint} ({type(error).__name__}: {_one_line(error, 80)}): check the "
+            "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use cached weights"
+        )
+    if isinstance(error, OSError) and "Consistency check failed" in str(error):
+        return HubError(
+            f"the download of {repo_id}/{filename} was cut short ({_one_line(error, 100)}); "
+            "nothing was cached: run the command again"
+        )
+    action = "upload to" if writing else "download from"
+    return HubError(f"{action} {where} failed: {type(error).__name__}: {_one_line(error)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Hashes
+
+
+def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[str, str]:
+    """Return a file's SHA-256 and its git blob id (SHA-1 of ``blob <size>\\0`` + content)."""
+    path = Path(path)
+    sha256 = hashlib.sha256()
+    git_sha1 = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            sha256.update(chunk)
+            git_sha1.update(chunk)
+    return sha256.hexdigest(), git_sha1.hexdigest()
+
+
+def config_fingerprint(config: InceptionV3Config) -> str:
+    """Return 8 hex digits identifying the config applied to a conversion (source excluded)."""
+    data = {**config.to_dict(), "source": None, "conversion_format": CONVERSION_FORMAT}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------------------------
+# The cache of one repo
+
+
+def _is_project_config(data: Any) -> bool:
+    """Return True if ``data`` (a parsed config.json) is this project's config, not timm's."""
+    if not isinstance(data, dict):
+        return False
+    try:
+        InceptionV3Config.from_dict(data)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(directory: Path) -> bool:
+    return store.is_weights_dir(directory) and _is_project_config(
+        _read_json(directory / store.CONFIG_FILE)
+    )
+
+
+class RepoCache:
+    """One Hub repo's folder in huggingface_hub's cache, with this project's conversions."""
+
+    def __init__(self, cache_dir: Path, repo_id: str):
+        self.repo_id = repo_id
+        self.storage = cache_dir / ("models--" + repo_id.replace("/", "--"))
+        self.converted = self.storage / CONVERTED_FOLDER
+
+    def commit_for(self, revision: str) -> str | None:
+        """Return the commit a revision was last seen at (from refs/), or None."""
+        if COMMIT_PATTERN.fullmatch(revision):
+            return revision
+        ref = self.storage / "refs" / revision
+        try:
+            commit = ref.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return commit if COMMIT_PATTERN.fullmatch(commit) else None
+
+    def remember_ref(self, revision: str, commit: str) -> None:
+        """Record ``revision -> commit`` in refs/ (huggingface_hub's layout) for offline use."""
+        if revision == commit:
+            return
+        ref = self.storage / "refs" / revision
+        if self.commit_for(revision) == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{ref.name}-", dir=ref.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(commit)
+        os.replace(tmp, ref)
+
+    def entry_dir(self, commit: str, sha256: str, config: InceptionV3Config) -> Path:
+        """Return where the conversion of a file (by hash) with ``config`` is cached."""
+        return self.converted / commit / f"{sha256[:16]}-{config_fingerprint(config)}"
+
+    def snapshot(self, commit: str) -> Path:
+        return self.storage / "snapshots" / commit
+
+    def find(self, target: Target) -> Path | None:
+        """Return a cached weights directory for ``target`` without any network, or None."""
+        commit = self.commit_for(target.revision)
+        if commit is None:
+            return None
+        folder = self.converted / commit
+        candidates = []
+        if folder.is_dir():
+            for directory in sorted(folder.iterdir()):
+                if directory.name.startswith(".") or not _is_complete(directory):
+                    continue
+                source = (_read_json(directory / store.CONFIG_FILE) or {}).get("source") or {}
+                if target.filename and source.get("file") != target.filename:
+                    continue
+                if target.pinned_sha256 and source.get("sha256") != target.pinned_sha256:
+                    continue
+                candidates.append((directory, source))
+        if candidates:
+            preferred = self._expected_fingerprint(target, commit)
+
+            def rank(item: tuple[Path, dict]) -> tuple[bool, bool]:
+                directory, source = item
+                return (
+                    not directory.name.endswith(f"-{preferred}"),
+                    not str(source.get("file", "")).endswith(".safetensors"),
+                )
+
+            return sorted(candidates, key=rank)[0][0]
+        snapshot = self.snapshot(commit)
+        if target.filename is None and _is_complete(snapshot):
+            return snapshot
+        return None
+
+    def _expected_fingerprint(self, target: Target, commit: str) -> str | None:
+        foreign = _read_json(self.snapshot(commit) / "config.json")
+        return config_fingerprint(base_config(target.entry, foreign))
+
+    def clean_stale_partials(self, commit: str) -> None:
+        """Remove partial conversions that a killed process left behind long ago."""
+        folder = self.converted / commit
+        if not folder.is_dir():
+            return
+        for directory in folder.glob(".partial-*"):
+            try:
+                if time.time() - directory.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                    shutil.rmtree(directory, ignore_errors=True)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+
+
+def config_from_timm(data: Any) -> InceptionV3Config:
+    """Return the config that timm's ``config.json`` (its ``pretrained_cfg``) describes."""
+    config = InceptionV3Config()
+    cfg = data.get("pretrained_cfg", {}) if isinstance(data, dict) else {}
+    if not isinstance(cfg, dict):
+        return config
+    crop = config.preprocessing.crop_size
+    input_size = cfg.get("input_size")
+    if isinstance(input_size, list | tuple) and len(input_size) == 3:
+        crop = int(input_size[-1])
+    resize = config.preprocessing.resize_size
+    crop_pct = cfg.get("crop_pct")
+    if isinstance(crop_pct, int | float) and 0 < crop_pct <= 1:
+        resize = int(crop / crop_pct)  # timm's eval transform: floor(size / crop_pct)
+    config.preprocessing = Preprocessing(
+        resize_size=resize,
+        crop_size=crop,
+        interpolation=str(cfg.get("interpolation", config.preprocessing.interpolation)),
+        mean=tuple(cfg.get("mean", config.preprocessing.mean)),
+        std=tuple(cfg.get("std", config.preprocessing.std)),
+    )
+    label_names = data.get("label_names")
+    if isinstance(label_names, list) and all(isinstance(name, str) for name in label_names):
+        config.labels = list(label_names)
+    return config
+
+
+def base_config(entry: WeightsEntry | None, foreign_config: Any = None) -> InceptionV3Config:
+    """Return the config to convert with: the registry's, else timm's config.json, else defaults."""
+    if entry is not None:
+        return entry.base_config()
+    if isinstance(foreign_config, dict) and "pretrained_cfg" in foreign_config:
+        return config_from_timm(foreign_config)
+    return InceptionV3Config()
+
+
+def choose_weights_file(files: dict[str, Any], allow_pickle: bool, repo_id: str) -> str:
+    """Return the repo's weight file: model.safetensors first; a pickle only if allowed."""
+    top_level = [name for name in files if "/" not in name]
+    safetensors = [name for name in top_level if name.endswith(".safetensors")]
+    if SAFETENSORS_FILE in files:
+        return SAFETENSORS_FILE
+    if len(safetensors) == 1:
+        return safetensors[0]
+    pickles = [name for name in top_level if name.endswith(convert.PICKLE_SUFFIXES)]
+    if PICKLE_FILE in pickles:
+        pickles = [PICKLE_FILE]
+    if len(pickles) == 1:
+        if not allow_pickle:
+            raise HubError(
+                f"{repo_id} has only a pickle ({pickles[0]}), which can run code when loaded: "
+                "pass --allow-pickle (allow_pickle=True) if you trust it (read with "
+                "torch.load(weights_only=True))"
+            )
+        return pickles[0]
+    raise HubError(
+        f"{repo_id} has no single weight file (found {', '.join(sorted(top_level)) or 'none'}): "
+        f"expected {SAFETENSORS_FILE} or {PICKLE_FILE}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Download and verify
+
+
+class _Fetcher:
+    """Downloads files of one repo at one commit and verifies each against its announced hash."""
+
+    def __init__(self, target: Target, settings: HubSettings, commit: str, files: dict[str, Any]):
+        self.target = target
+        self.settings = settings
+        self.commit = commit
+        self.files = files
+
+    def fetch(self, filename: str) -> Path:
+        try:
+            pointer = hf_hub_download(
+                self.target.repo_id,
+                filename,
+                revision=self.commit,
+                cache_dir=self.settings.cache_dir,
+                token=self.settings.token,
+                endpoint=self.settings.endpoint,
+            )
+        except Exception as error:  # huggingface_hub raises many types; all become one line
+            raise self._error(error, filename) from None
+        path = Path(pointer)
+        self._verify(path, filename)
+        return path
+
+    def _error(self, error: BaseException, filename: str) -> HubError:
+        return hub_error(
+            error,
+            repo_id=self.target.repo_id,
+            endpoint=self.settings.endpoint,
+            revision=self.target.revision,
+            filename=filename,
+        )
+
+    def _expected(self, filename: str) -> list[tuple[str, str, str]]:
+        """Return (algorithm, hex digest, who announced it) for every hash to check."""
+        checks = []
+        sibling = self.files.get(filename)
+        lfs = getattr(sibling, "lfs", None)
+        if lfs is not None and getattr(lfs, "sha256", None):
+            checks.append(("sha256", lfs.sha256.lower(), "the LFS SHA-256 the Hub announces"))
+        elif getattr(sibling, "blob_id", None):
+            announced = "the git blob id the Hub announces"
+            checks.append(("git-sha1", sibling.blob_id.lower(), announced))
+        if filename == self.target.filename and self.target.pinned_sha256:
+            checks.append(("sha256", self.target.pinned_sha256, "the registry's SHA-256"))
+        if not checks:
+            checks.extend(self._etag_check(filename))
+        return checks
+
+    def _etag_check(self, filename: str) -> list[tuple[str, str, str]]:
+        """Fall back on the file's ETag (a HEAD request) when the repo listing had no hash."""
+        url = hf_hub_url(
+            self.target.repo_id, filename, revision=self.commit, endpoint=self.settings.endpoint
+        )
+        try:
+            etag = (get_hf_file_metadata(url, token=self.settings.token).etag or "").lower()
+        except Exception as error:
+            raise self._error(error, filename) from None
+        if SHA256_PATTERN.fullmatch(etag):
+            return [("sha256", etag, "the ETag the Hub announces")]
+        if GIT_SHA1_PATTERN.fullmatch(etag):
+            return [("git-sha1", etag, "the ETag the Hub announces")]
+        return []
+
+    def _verify(self, path: Path, filename: str) -> None:
+        checks = self._expected(filename)
+        where = f"{self.target.repo_id}/{filename}@{self.commit[:8]}"
+        if not checks:
+            self._discard(path)
+            raise HubError(
+                f"{where}: the Hub announced no hash to verify the file against; it was not used"
+            )
+        sha256, git_sha1 = file_digests(path)
+        actual = {"sha256": sha256, "git-sha1": git_sha1}
+        for algorithm, expected, announced_by in checks:
+            if actual[algorithm] != expected:
+                self._discard(path)
+                raise HubError(
+                    f"{where}: the downloaded file's {algorithm} {actual[algorithm][:16]}... "
+                    f"does not match {announced_by} ({expected[:16]}...); the corrupt copy was "
+                    "deleted: run the command again"
+                )
+
+    @staticmethod
+    def _discard(pointer: Path) -> None:
+        """Delete a downloaded file: the snapshot link and the blob it points to."""
+        blob = pointer.resolve() if pointer.is_symlink() else None
+        pointer.unlink(missing_ok=True)
+        if blob is not None and blob.parent.name == "blobs":
+            blob.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolve
+
+
+def cached_path(source: str, revision: str | None = None, **settings_options) -> Path | None:
+    """Return the cached weights directory for a registry name or repo id, or None (no network)."""
+    target = parse_source(source, revision)
+    settings = hub_settings(**settings_options)
+    return RepoCache(settings.cache_dir, target.repo_id).find(target)
+
+
+def resolve(
+    source: str,
+    *,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Return a local weights directory for a registry name or Hub repo id.
+
+    ``revision``: a branch, tag or commit (default: the registry's, else ``main``).
+    ``allow_pickle``: accept a repo whose only weights are a pickle (``pytorch_model.bin``).
+    ``token``, ``cache_dir``, ``offline`` and ``endpoint`` override ``HF_TOKEN``,
+    ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``.
+    Online, one request lists the repo; a cached conversion is returned without downloading.
+    Offline (or with the Hub unreachable), only the cache is used.
+    """
+    target = parse_source(source, revision)
+    settings = hub_settings(cache_dir, token, offline, endpoint)
+    cache = RepoCache(settings.cache_dir, target.repo_id)
+    if settings.offline:
+        cached = cache.find(target)
+        if cached is None:
+            raise hub_error(
+                OfflineModeIsEnabled(),
+                repo_id=target.repo_id,
+                endpoint=settings.endpoint,
+                revision=target.revision,
+            )
+        return cached
+    try:
+        info = HfApi(endpoint=settings.endpoint).model_info(
+            target.repo_id, revision=target.revision, files_metadata=True, token=settings.token
+        )
+    except Exception as error:
+        if isinstance(error, OfflineModeIsEnabled) or _is_server_failure(error):
+            cached = cache.find(target)
+            if cached is not None:
+                logger.warning(
+                    "cannot reach %s (%s); using the cached %s",
+                    settings.endpoint, _one_line(error, 80), cached,
+                )
+                return cached
+        raise hub_error(
+            error, repo_id=target.repo_id, endpoint=settings.endpoint, revision=target.revision
+        ) from None
+    commit = info.sha
+    if not commit or not COMMIT_PATTERN.fullmatch(commit):
+        raise HubError(f"{settings.endpoint} gave no commit for {target.repo_id}: not a Hub API?")
+    if info.siblings is None:
+        raise HubError(f"{settings.endpoint} did not list the files of {target.repo_id}")
+    cache.remember_ref(target.revision, commit)
+    files = {sibling.rfilename: sibling for sibling in info.siblings}
+    fetcher = _Fetcher(target, settings, commit, files)
+
+    foreign_config = None
+    if target.filename is None and "config.json" in files:
+        config_path = fetcher.fetch("config.json")
+        data = _read_json(config_path)
+        if _is_project_config(data):
+            if store.WEIGHTS_FILE not in files:
+                raise HubError(
+                    f"{target.repo_id} has an mlx-inception config.json but no "
+                    f"{store.WEIGHTS_FILE}: push the whole weights directory"
+                )
+            weights_path = fetcher.fetch(store.WEIGHTS_FILE)
+            logger.info("%s is in mlx-inception format: using it as is", target.repo_id)
+            return weights_path.parent
+        foreign_config = data
+
+    filename = target.filename or choose_weights_file(files, allow_pickle, target.repo_id)
+    if filename not in files:
+        raise hub_error(
+            EntryNotFoundError(filename),
+            repo_id=target.repo_id,
+            endpoint=settings.endpoint,
+            revision=target.revision,
+            filename=filename,
+        )
+    if filename.endswith(convert.PICKLE_SUFFIXES) and not allow_pickle:
+        raise HubError(
+            f"{target.repo_id}/{filename} is a pickle, which can run code when loaded: pass "
+            "--allow-pickle (allow_pickle=True) if you trust it"
+        )
+    config = base_config(target.entry, foreign_config)
+    lfs = getattr(files[filename], "lfs", None)
+    announced = getattr(lfs, "sha256", None)
+    if announced and target.pinned_sha256 and announced.lower() != target.pinned_sha256:
+        raise HubError(
+            f"{target.repo_id}/{filename} at {target.revision} is not the registered file "
+            f"(Hub SHA-256 {announced[:16]}..., registry {target.pinned_sha256[:16]}...): "
+            "the repo changed; load it by repo id to accept the new file"
+        )
+    sha256 = (announced or "").lower() or None
+    if sha256:
+        entry = cache.entry_dir(commit, sha256, config)
+        if _is_complete(entry):
+            return entry
+    source_path = fetcher.fetch(filename)
+    if sha256 is None:
+        sha256, _ = file_digests(source_path)
+        entry = cache.entry_dir(commit, sha256, config)
+        if _is_complete(entry):
+            return entry
+    source_info = {
+        **(target.entry.source_info() if target.entry else {"repo_id": target.repo_id}),
+        "revision": target.revision,
+        "commit": commit,
+        "file": filename,
+        "sha256": sha256,
+    }
+    return _convert_into(cache, source_path, entry, config, source_info)
+
+
+def _convert_into(
+    cache: RepoCache,
+    source_path: Path,
+    entry: Path,
+    config: InceptionV3Config,
+    source_info: dict[str, Any],
+) -> Path:
+    """Convert a downloaded checkpoint into ``entry``, atomically; return ``entry``."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    cache.clean_stale_partials(entry.parent.name)
+    partial = entry.parent / f".partial-{entry.name}-{uuid.uuid4().hex[:8]}"
+    logger.info("converting %s (%s) to MLX; cached at %s", source_info["repo_id"],
+                source_info["file"], entry)
+    try:
+        try:
+            state = convert.read_state_dict(source_path)
+            conversion = convert.convert_state_dict(state, config)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{source_info['repo_id']}/{source_info['file']}: {error}"
+            ) from None
+        conversion.config.source = dict(source_info)
+        store.save_weights(partial, conversion.weights, conversion.config)
+        try:
+            os.replace(partial, entry)
+        except OSError:
+            # Another process finished the same conversion first: keep its copy.
+            if not _is_complete(entry):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    for note in conversion.notes:
+        logger.info("note: %s", note)
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
+# Push
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Where pushed weights landed on the Hub."""
+
+    repo_id: str
+    repo_url: str
+    revision: str
+    commit: str
+    commit_url: str
+
+
+def push(
+    directory: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    license: str | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+) -> PushResult:
+    """Upload a weights directory to a Hub model repo with a generated model card; return where.
+
+    The repo is created if needed (``private`` applies only then) and so is the branch
+    ``revision``. The card (README.md) describes the architecture, source weights,
+    preprocessing, labels, accuracy and licence, unless the directory has its own README.md.
+    """
+    from .model_card import render_model_card
+
+    directory = Path(directory)
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a Hub repo id: use owner/name")
+    weights, config = store.load_weights(directory)  # raises CheckpointError if incomplete
+    convert.check_weights(weights, config)
+    settings = hub_settings(token=token, endpoint=endpoint)
+    branch = revision or "main"
+    api = HfApi(endpoint=settings.endpoint, token=settings.token)
+
+    def fail(error: BaseException) -> HubError:
+        return hub_error(
+            error, repo_id=repo_id, endpoint=settings.endpoint, revision=branch, writing=True
+        )
+
+    with tempfile.TemporaryDirectory(prefix="mlx-inception-push-") as staging_name:
+        staging = Path(staging_name)
+        for name in sorted(os.listdir(directory)):
+            path = directory / name
+            if name.startswith(".") or not path.is_file():
+                continue  # partial files of an interrupted save, editor files
+            _link_or_copy(path, staging / name)
+        if not (staging / "README.md").exists():
+            card = render_model_card(config, weights, repo_id, license=license)
+            (staging / "README.md").write_text(card, encoding="utf-8")
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            if branch != "main":
+                api.create_branch(repo_id, branch=branch, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                revision=branch,
+                commit_message=commit_message
+                or f"Upload Inception-v3 weights from {directory.name}",
+            )
+        except Exception as error:
+            raise fail(error) from None
+    return PushResult(
+        repo_id=repo_id,
+        repo_url=str(repo_url),
+        revision=branch,
+        commit=str(info.oid),
+        commit_url=str(info.commit_url),
+    )
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    try:
+        os.symlink(source.resolve(), destination)
+    except OSError:  # no symlinks (some Windows setups)
+        shutil.copyfile(source, destination)
+
+
+__all__ = [
+    "HubSettings",
+    "PushResult",
+    "RepoCache",
+    "Target",
+    "base_config",
+    "cached_path",
+    "choose_weights_file",
+    "config_from_timm",
+    "file_digests",
+    "hub_error",
+    "hub_settings",
+    "is_repo_id",
+    "parse_source",
+    "push",
+    "resolve",
+]

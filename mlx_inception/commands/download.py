@@ -1,0 +1,96 @@
+"""``mlx-inception download NAME|REPO_ID``: fetch, verify and convert weights once; print where."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..checkpoints import registry
+
+    parser = subparsers.add_parser(
+        "download",
+        help="download pretrained weights from the Hugging Face Hub (converted once, cached)",
+        description=(
+            "Download Inception-v3 weights from the Hugging Face Hub by registry name (see "
+            "`mlx-inception list`) or repo id (owner/name), check each file's SHA-256 against the "
+            "hash the Hub announces, convert timm/torchvision weights to MLX once and cache the "
+            "result in the Hugging Face cache. A repo already in mlx-inception format is used as "
+            "is. Progress goes to stderr; the local weights directory is the last line printed. "
+            "HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE and HF_ENDPOINT are honoured."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "source", nargs="?", default=registry.default_name(),
+        help="registry name or Hub repo id (owner/name)",
+    )
+    parser.add_argument(
+        "--revision", default=None,
+        help="branch, tag or commit to download; if not given: the registry's, else main",
+    )
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="accept a repo whose only weights are a pickle (pytorch_model.bin); it is read "
+        "with torch.load(weights_only=True) and needs PyTorch",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None,
+        help="cache directory; if not given: HF_HUB_CACHE, else HF_HOME/hub, "
+        "else ~/.cache/huggingface/hub",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import hub, store
+
+    log = logging.getLogger("mlx_inception.checkpoints.hub")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level = log.level
+    if not args.quiet:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        if args.quiet:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        path = hub.resolve(
+            args.source,
+            revision=args.revision,
+            allow_pickle=args.allow_pickle,
+            cache_dir=args.cache_dir,
+        )
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
+    config = store.read_config(path)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "source": args.source,
+                    "path": str(path),
+                    "num_classes": config.num_classes,
+                    "aux_logits": config.aux_logits,
+                    "origin": config.source,
+                }
+            )
+        )
+    else:
+        origin = config.source or {}
+        commit = str(origin.get("commit", ""))[:8]
+        print(
+            f"{args.source}: {config.num_classes} classes, aux_logits={config.aux_logits}"
+            + (f", commit {commit}" if commit else ""),
+            file=sys.stderr,
+        )
+        print(path)
+    return 0

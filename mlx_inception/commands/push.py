@@ -1,0 +1,59 @@
+"""``mlx-inception push DIR REPO_ID``: upload a weights directory with a generated model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a converted or fine-tuned weights directory to the Hugging Face Hub",
+        description=(
+            "Upload DIR (config.json + model.safetensors, as written by `convert`, `download` or "
+            "training) to the Hub model repo REPO_ID through huggingface_hub's HfApi, creating "
+            "the repo (and the branch) if needed. A README.md model card (architecture, source "
+            "weights, preprocessing, labels, accuracy, licence, how to load) is generated unless "
+            "DIR has one. Needs a token with write access: `hf auth login` or HF_TOKEN."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("directory", help="weights directory to upload")
+    parser.add_argument("repo_id", help="Hub repo id, owner/name")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo private (if it does not exist)"
+    )
+    parser.add_argument(
+        "--revision", default=None,
+        help="branch to commit to, created if missing; if not given: main",
+    )
+    parser.add_argument("--message", default=None, help="commit message; if not given: generated")
+    parser.add_argument(
+        "--license", default=None,
+        help="licence id for the model card; if not given: the source weights' licence, "
+        "else 'other'",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import hub
+
+    print(f"uploading {args.directory} to {args.repo_id} ...", file=sys.stderr)
+    result = hub.push(
+        args.directory,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.message,
+        license=args.license,
+    )
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(f"pushed to {result.repo_url} ({result.revision}, commit {result.commit[:8]})")
+        print(result.commit_url)
+    return 0

@@ -1,0 +1,622 @@
+"""Weights from the Hub, end to end against a local Hub-compatible server (tests/hub_server.py).
+
+The real huggingface_hub client talks HTTP to 127.0.0.1: nothing here reaches the internet.
+The upstream weights are torchvision's Inception-v3 with BatchNorm statistics measured on real
+photos (conftest's calibrated model), stored as timm stores them on the Hub: ``model.safetensors``
+without the AuxLogits head, a ``pytorch_model.bin`` beside it, and timm's ``config.json``.
+
+Tolerance for logits: converted weights run by MLX vs torchvision in float32, relative error
+``max|diff| <= 1e-4 * max|torchvision|`` (the parity tests measure about 1e-6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import real_photos
+from hub_server import HubServer, free_port
+from huggingface_hub import constants
+
+import mlx_inception
+from mlx_inception import cli
+from mlx_inception.checkpoints import hub, registry, store
+from mlx_inception.errors import CheckpointError, HubError
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+TV_NAME = "inception_v3.tv_in1k"
+TV_REPO = "timm/inception_v3.tv_in1k"
+WRITE_TOKEN = "hf_test_write_token"
+RELATIVE_TOLERANCE = 1e-4
+
+TIMM_TV_CONFIG = {
+    "architecture": "inception_v3",
+    "num_classes": 1000,
+    "num_features": 2048,
+    "pretrained_cfg": {
+        "tag": "tv_in1k",
+        "input_size": [3, 299, 299],
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "num_classes": 1000,
+        "first_conv": "Conv2d_1a_3x3.conv",
+        "classifier": "fc",
+    },
+}
+# An unregistered repo: its preprocessing must come from timm's config.json.
+TIMM_CUSTOM_CONFIG = {
+    "architecture": "inception_v3",
+    "num_classes": 1000,
+    "pretrained_cfg": {
+        "input_size": [3, 299, 299],
+        "interpolation": "bilinear",
+        "crop_pct": 0.9,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: the upstream files, the server, an isolated Hugging Face home per test
+
+
+def timm_state(model) -> dict:
+    """The state_dict as timm publishes Inception-v3 on the Hub: no AuxLogits head."""
+    return {
+        key: value.detach().contiguous()
+        for key, value in model.state_dict().items()
+        if not key.startswith("AuxLogits.")
+    }
+
+
+def pickle_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def upstream(calibrated_model):
+    """The bytes of the upstream files, and the torchvision model they came from."""
+    state = timm_state(calibrated_model)
+    shifted = dict(state, **{"fc.bias": state["fc.bias"] + 1.0})
+    return {
+        "model": calibrated_model,
+        "safetensors": safetensors_torch.save(state),
+        "pickle": pickle_bytes(state),
+        "shifted_safetensors": safetensors_torch.save(shifted),
+        "fc_bias": state["fc.bias"].numpy(),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(upstream):
+    """The local Hub, with timm's tv_in1k repo and a few others."""
+    hub_server = HubServer(tokens={WRITE_TOKEN: "tester"}).start()
+    timm_config = json.dumps(TIMM_TV_CONFIG).encode()
+    hub_server.add_repo(
+        TV_REPO,
+        {
+            "README.md": b"---\nlicense: apache-2.0\n---\n# inception_v3.tv_in1k\n",
+            "config.json": timm_config,
+            "model.safetensors": upstream["safetensors"],
+            "pytorch_model.bin": upstream["pickle"],
+        },
+    )
+    custom_config = json.dumps(TIMM_CUSTOM_CONFIG).encode()
+    first = hub_server.add_repo(
+        "tester/pinned",
+        {"config.json": custom_config, "model.safetensors": upstream["safetensors"]},
+    )
+    hub_server.tag("tester/pinned", "v1", first)
+    hub_server.commit(
+        "tester/pinned", {"model.safetensors": upstream["shifted_safetensors"]}, message="shift"
+    )
+    hub_server.add_repo(
+        "tester/pickle-only", {"config.json": timm_config, "pytorch_model.bin": upstream["pickle"]}
+    )
+    hub_server.add_repo("tester/no-weights", {"README.md": b"# nothing here\n"})
+    hub_server.add_repo("tester/private", {"README.md": b"# private\n"}, private=True)
+    hub_server.add_repo(
+        "tester/gated",
+        {"config.json": timm_config, "model.safetensors": upstream["safetensors"]},
+        gated=True,
+    )
+    yield hub_server
+    hub_server.stop()
+
+
+def isolate_hf(monkeypatch, home: Path, endpoint: str) -> Path:
+    """Point every HF_* setting at ``home`` and ``endpoint``; return the hub cache dir."""
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HOME", str(home))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+                 "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    # huggingface_hub read these when it was imported: keep a developer's token and offline
+    # setting out of the tests.
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return home / "hub"
+
+
+@pytest.fixture
+def hf_cache(server, tmp_path, monkeypatch) -> Path:
+    """A fresh Hugging Face home pointed at the local Hub; the hub cache dir."""
+    return isolate_hf(monkeypatch, tmp_path / "hf", server.endpoint)
+
+
+@pytest.fixture(scope="module")
+def downloaded(server, tmp_path_factory):
+    """One completed download of inception_v3.tv_in1k: (HF home, weights directory)."""
+    home = tmp_path_factory.mktemp("hf-downloaded")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate_hf(monkeypatch, home, server.endpoint)
+        path = hub.resolve(TV_NAME)
+    return home, path
+
+
+@pytest.fixture
+def downloaded_env(downloaded, server, monkeypatch):
+    """The environment of ``downloaded`` (same HF home); returns its weights directory."""
+    home, path = downloaded
+    isolate_hf(monkeypatch, home, server.endpoint)
+    return path
+
+
+def torchvision_logits(model, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+
+
+def relative_error(actual, expected) -> float:
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def converted_entries(cache: Path) -> list[Path]:
+    """Every complete converted directory in the cache."""
+    return [path.parent for path in cache.glob("models--*/mlx-inception/*/*/config.json")]
+
+
+def blob_files(cache: Path) -> list[Path]:
+    return [path for path in cache.glob("models--*/blobs/*") if path.is_file()]
+
+
+def single_line_hub_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------------------------
+# Download and conversion
+
+
+def test_registry_name_downloads_and_converts_to_a_model_matching_torchvision(
+    server, upstream, hf_cache
+):
+    path = hub.resolve(TV_NAME)
+    assert store.is_weights_dir(path)
+    model = mlx_inception.load(path)
+    images = real_photos(107, 2)
+    error = relative_error(model(mx.array(images)), torchvision_logits(upstream["model"], images))
+    assert error <= RELATIVE_TOLERANCE
+
+
+def test_converted_config_carries_the_registry_preprocessing_and_the_source(
+    server, upstream, hf_cache
+):
+    config = store.read_config(hub.resolve(TV_NAME))
+    assert config.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert config.preprocessing.std == (0.5, 0.5, 0.5)
+    assert (config.preprocessing.resize_size, config.preprocessing.interpolation) == (
+        341, "bicubic"
+    )
+    assert config.transform_input is False
+    assert config.aux_logits is False  # timm's file has no AuxLogits head
+    assert config.source["registry_name"] == TV_NAME
+    assert config.source["commit"] == server.repos[TV_REPO].refs["main"]
+    assert config.source["sha256"] == hashlib.sha256(upstream["safetensors"]).hexdigest()
+    assert config.source["license"] == "apache-2.0"
+
+
+def test_safetensors_is_preferred_and_the_pickle_never_downloaded(server, hf_cache):
+    before = server.count(contains="pytorch_model.bin")
+    hub.resolve(TV_REPO)
+    assert server.count(contains="pytorch_model.bin") == before
+
+
+def test_repo_id_of_a_registered_entry_gets_the_registry_config(server, hf_cache):
+    config = store.read_config(hub.resolve(TV_REPO))
+    assert config.source["registry_name"] == TV_NAME
+    assert config.preprocessing.mean == (0.5, 0.5, 0.5)
+
+
+def test_unregistered_repo_takes_its_preprocessing_from_timms_config(server, hf_cache):
+    config = store.read_config(hub.resolve("tester/pinned", revision="v1"))
+    assert config.preprocessing.interpolation == "bilinear"
+    assert config.preprocessing.resize_size == 332  # floor(299 / 0.9), timm's eval resize
+    assert config.preprocessing.mean == (0.485, 0.456, 0.406)
+    assert "registry_name" not in config.source
+
+
+def test_load_accepts_a_registry_name(server, upstream, hf_cache):
+    model = mlx_inception.load(TV_NAME)
+    images = real_photos(75, 1)
+    error = relative_error(model(mx.array(images)), torchvision_logits(upstream["model"], images))
+    assert error <= RELATIVE_TOLERANCE
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache
+
+
+def test_second_resolve_is_one_listing_request_and_no_download(server, downloaded_env):
+    before = len(server.requests)
+    assert hub.resolve(TV_NAME) == downloaded_env
+    new = server.requests[before:]
+    assert [(request.method, request.path) for request in new] == [
+        ("GET", f"/api/models/{TV_REPO}/revision/main")
+    ]
+
+
+def test_offline_resolve_uses_the_cache_without_any_request(server, downloaded_env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(server.requests)
+    assert hub.resolve(TV_NAME) == downloaded_env
+    assert mlx_inception.load(TV_NAME).config.source["registry_name"] == TV_NAME
+    assert len(server.requests) == before
+
+
+def test_offline_without_cache_says_how_to_download(server, hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(server.requests)
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    message = single_line_hub_error(excinfo)
+    assert "HF_HUB_OFFLINE" in message and "mlx-inception download" in message
+    assert len(server.requests) == before
+
+
+def test_unreachable_hub_falls_back_to_the_cache_with_a_warning(
+    downloaded_env, monkeypatch, caplog
+):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    with caplog.at_level(logging.WARNING, logger="mlx_inception.checkpoints.hub"):
+        assert hub.resolve(TV_NAME) == downloaded_env
+    assert "cannot reach" in caplog.text
+
+
+def test_cached_path_sees_the_download_without_network(server, downloaded_env):
+    before = len(server.requests)
+    assert hub.cached_path(TV_NAME) == downloaded_env
+    assert hub.cached_path("inception_v3.gluon_in1k") is None
+    assert len(server.requests) == before
+
+
+def test_list_marks_cached_weights(downloaded_env, capsys):
+    assert cli.main(["list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows[TV_NAME]["cached"] is True and rows[TV_NAME]["path"] == str(downloaded_env)
+    assert rows[TV_NAME]["default"] is True
+    assert rows["inception_v3.tf_in1k"]["cached"] is False
+
+
+def test_interrupted_conversion_leaves_no_entry_and_is_redone_without_download(
+    server, hf_cache, monkeypatch
+):
+    real_save = store.save_weights
+
+    def save_then_interrupt(out_dir, *args, **kwargs):
+        real_save(out_dir, *args, **kwargs)  # a complete-looking directory, not yet in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub.store, "save_weights", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        hub.resolve(TV_NAME)
+    assert converted_entries(hf_cache) == []
+    assert list(hf_cache.glob("models--*/mlx-inception/*/.partial-*")) == []
+    assert hub.cached_path(TV_NAME) is None
+
+    monkeypatch.setattr(hub.store, "save_weights", real_save)
+    downloads = server.count("GET", port="cdn")
+    path = hub.resolve(TV_NAME)
+    assert store.is_weights_dir(path)
+    assert server.count("GET", port="cdn") == downloads  # the verified original was reused
+
+
+# ----------------------------------------------------------------------------------------------
+# Revisions
+
+
+def test_revision_pins_a_tag_branch_or_commit(server, upstream, hf_cache):
+    repo = server.repos["tester/pinned"]
+    tagged = hub.resolve("tester/pinned", revision="v1")
+    latest = hub.resolve("tester/pinned")
+    by_commit = hub.resolve("tester/pinned", revision=repo.refs["v1"])
+    assert tagged == by_commit != latest
+    assert store.read_config(tagged).source["commit"] == repo.refs["v1"]
+    assert store.read_config(latest).source["commit"] == repo.refs["main"]
+    tagged_bias = np.array(store.load_weights(tagged)[0]["fc.bias"])
+    latest_bias = np.array(store.load_weights(latest)[0]["fc.bias"])
+    np.testing.assert_array_equal(tagged_bias, upstream["fc_bias"])
+    np.testing.assert_array_equal(latest_bias, upstream["fc_bias"] + 1.0)
+
+
+def test_offline_resolves_a_pinned_tag_from_the_cache(server, hf_cache, monkeypatch):
+    tagged = hub.resolve("tester/pinned", revision="v1")
+    hub.resolve("tester/pinned")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve("tester/pinned", revision="v1") == tagged
+
+
+def test_unknown_revision_is_a_one_line_error(server, hf_cache):
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/pinned", revision="v9")
+    assert "has no revision 'v9'" in single_line_hub_error(excinfo)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification: a corrupt or truncated download is never used and never cached
+
+
+def test_corrupted_file_of_the_right_size_is_rejected_and_deleted(
+    server, hf_cache, monkeypatch
+):
+    monkeypatch.setitem(server.faults, (TV_REPO, "model.safetensors"), "corrupt")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    message = single_line_hub_error(excinfo)
+    assert "does not match the LFS SHA-256 the Hub announces" in message
+    assert converted_entries(hf_cache) == []
+    assert blob_files(hf_cache) == []
+    assert not list(hf_cache.glob("models--*/snapshots/*/model.safetensors"))
+
+    monkeypatch.delitem(server.faults, (TV_REPO, "model.safetensors"))
+    downloads = server.count("GET", port="cdn")
+    assert store.is_weights_dir(hub.resolve(TV_NAME))
+    assert server.count("GET", port="cdn") == downloads + 1  # downloaded again, not reused
+
+
+def test_truncated_download_is_rejected_and_nothing_cached(server, hf_cache, monkeypatch):
+    monkeypatch.setitem(server.faults, (TV_REPO, "model.safetensors"), "truncate")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    assert "cut short" in single_line_hub_error(excinfo)
+    assert converted_entries(hf_cache) == []
+    assert blob_files(hf_cache) == []
+
+
+def test_registry_hash_is_checked_when_pinned(server, upstream, hf_cache, monkeypatch, tmp_path):
+    def use_registry(sha256: str) -> None:
+        data = json.loads(registry.REGISTRY_FILE.read_text())
+        data["weights"][TV_NAME]["sha256"] = sha256
+        path = tmp_path / f"registry-{sha256[:8]}.json"
+        path.write_text(json.dumps(data))
+        monkeypatch.setattr(registry, "REGISTRY_FILE", path)
+
+    use_registry("0" * 64)
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    assert "is not the registered file" in single_line_hub_error(excinfo)
+    assert blob_files(hf_cache) == []
+
+    use_registry(hashlib.sha256(upstream["safetensors"]).hexdigest())
+    assert store.is_weights_dir(hub.resolve(TV_NAME))
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_repo_is_a_one_line_error_with_a_hint(server, hf_cache):
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("nobody/nothing")
+    message = single_line_hub_error(excinfo)
+    assert "no repo nobody/nothing" in message and "HF_TOKEN" in message
+
+
+def test_registered_file_missing_from_the_repo_is_a_one_line_error(
+    server, hf_cache, monkeypatch, tmp_path
+):
+    data = json.loads(registry.REGISTRY_FILE.read_text())
+    data["weights"][TV_NAME]["filename"] = "missing.safetensors"
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(registry, "REGISTRY_FILE", path)
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    assert "has no file missing.safetensors" in single_line_hub_error(excinfo)
+
+
+def test_repo_without_weights_is_a_one_line_error(server, hf_cache):
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/no-weights")
+    assert "no single weight file" in single_line_hub_error(excinfo)
+
+
+def test_pickle_only_repo_needs_allow_pickle(server, hf_cache):
+    before = server.count(contains="pytorch_model.bin")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/pickle-only")
+    assert "--allow-pickle" in single_line_hub_error(excinfo)
+    assert server.count(contains="pytorch_model.bin") == before  # refused before downloading
+
+
+def test_pickle_repo_converts_with_allow_pickle(server, upstream, hf_cache):
+    path = hub.resolve("tester/pickle-only", allow_pickle=True)
+    assert store.read_config(path).source["file"] == "pytorch_model.bin"
+    images = real_photos(75, 1)
+    logits = mlx_inception.load(path)(mx.array(images))
+    assert relative_error(logits, torchvision_logits(upstream["model"], images)) <= 1e-4
+
+
+def test_unreachable_hub_without_cache_is_a_one_line_error(hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    message = single_line_hub_error(excinfo)
+    assert message.startswith("cannot reach http://127.0.0.1:") and "HF_HUB_OFFLINE" in message
+
+
+def test_invalid_token_is_an_authentication_error(server, hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    message = single_line_hub_error(excinfo)
+    assert "401" in message and "HF_TOKEN" in message
+
+
+def test_private_repo_without_token_says_to_log_in(server, hf_cache):
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/private")
+    assert "hf auth login" in single_line_hub_error(excinfo)
+
+
+def test_gated_repo_says_to_accept_its_conditions(server, hf_cache):
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/gated")
+    assert "is gated" in single_line_hub_error(excinfo)
+
+
+def test_unknown_name_lists_the_known_ones(hf_cache):
+    with pytest.raises(CheckpointError) as excinfo:
+        mlx_inception.load("inception_v3.nonexistent")
+    assert TV_NAME in str(excinfo.value) and "owner/name" in str(excinfo.value)
+
+
+def test_missing_checkpoint_path_is_not_sent_to_the_hub(server, hf_cache):
+    before = len(server.requests)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        mlx_inception.load("missing/inception.pth")
+    assert len(server.requests) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Push
+
+
+@pytest.fixture
+def push_env(server, hf_cache, monkeypatch):
+    """Write access, and uploads over the LFS protocol the local Hub speaks (not Xet)."""
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    return hf_cache
+
+
+def test_push_then_download_round_trips_the_weights(server, push_env, calibrated_weights_dir):
+    result = hub.push(calibrated_weights_dir, "tester/round-trip", private=True)
+    assert result.commit == server.repos["tester/round-trip"].refs["main"]
+    path = hub.resolve("tester/round-trip")
+    assert path.parent.name == "snapshots"  # already in this format: used as is
+    pushed, pushed_config = store.load_weights(calibrated_weights_dir)
+    fetched, fetched_config = store.load_weights(path)
+    assert fetched_config == pushed_config
+    assert sorted(fetched) == sorted(pushed)
+    for key in pushed:
+        np.testing.assert_array_equal(np.array(fetched[key]), np.array(pushed[key]))
+
+
+def test_push_writes_a_model_card(server, push_env, calibrated_weights_dir):
+    hub.push(calibrated_weights_dir, "tester/card", license="bsd-3-clause")
+    files = server.repos["tester/card"].resolve("main").files
+    assert {"README.md", "config.json", "model.safetensors"} <= set(files)
+    card = files["README.md"].decode()
+    assert card.startswith("---\nlibrary_name: mlx\n")
+    assert "license: bsd-3-clause" in card
+    for heading in ("## Architecture", "## Source weights", "## Preprocessing", "## Labels",
+                    "## Accuracy", "## Licence", "## How to use"):
+        assert heading in card
+    assert "27,161,264 parameters" in card  # torchvision's count with the aux head
+    assert 'mlx_inception.load("tester/card")' in card
+
+
+def test_push_to_a_new_branch_leaves_main_alone(server, push_env, calibrated_weights_dir):
+    hub.push(calibrated_weights_dir, "tester/branches")
+    main = server.repos["tester/branches"].refs["main"]
+    result = hub.push(calibrated_weights_dir, "tester/branches", revision="experiment")
+    assert server.repos["tester/branches"].refs["main"] == main
+    assert server.repos["tester/branches"].refs["experiment"] == result.commit
+
+
+def test_push_without_write_token_is_an_authentication_error(
+    server, hf_cache, calibrated_weights_dir, monkeypatch
+):
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    with pytest.raises(HubError) as excinfo:
+        hub.push(calibrated_weights_dir, "tester/no-token")
+    assert "401" in single_line_hub_error(excinfo)
+    assert "tester/no-token" not in server.repos
+
+
+def test_push_refuses_an_incomplete_directory_before_any_request(server, push_env, tmp_path):
+    (tmp_path / "incomplete").mkdir()
+    (tmp_path / "incomplete" / "config.json").write_text("{}")
+    before = len(server.requests)
+    with pytest.raises(CheckpointError):
+        hub.push(tmp_path / "incomplete", "tester/incomplete")
+    assert len(server.requests) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_download_prints_the_directory_last_in_a_fresh_process(server, tmp_path):
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": server.endpoint,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlx_inception", "download", TV_NAME]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert store.is_weights_dir(path) and path.is_relative_to(tmp_path / "hf" / "hub")
+    assert "converting" in done.stderr
+
+    offline = subprocess.run(
+        command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.strip().splitlines()[-1] == str(path)
+
+
+def test_cli_download_json_names_the_directory(downloaded_env, capsys):
+    assert cli.main(["download", TV_NAME, "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["path"] == str(downloaded_env)
+    assert summary["origin"]["registry_name"] == TV_NAME
+
+
+def test_cli_download_error_exits_1_with_one_line(server, hf_cache, capsys):
+    assert cli.main(["download", "nobody/nothing"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: no repo nobody/nothing")
+
+
+def test_cli_push_prints_the_commit_url(server, push_env, calibrated_weights_dir, capsys):
+    assert cli.main(["push", str(calibrated_weights_dir), "tester/cli-push", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["commit"] == server.repos["tester/cli-push"].refs["main"]
+    assert summary["commit_url"].startswith(server.endpoint)
