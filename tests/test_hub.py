@@ -579,7 +579,18 @@ def test_push_refuses_an_incomplete_directory_before_any_request(server, push_en
 # The command line
 
 
-def test_cli_download_prints_the_directory_last_in_a_fresh_process(server, tmp_path):
+def run_cli(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run ``mlx-inception`` in a fresh process, so huggingface_hub reads HF_* at import."""
+    command = [sys.executable, "-m", "mlx_inception", *arguments]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_download_then_predict_works_and_works_again_offline(server, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    photo = tmp_path / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(photo)
     env = {
         **os.environ,
         "HF_ENDPOINT": server.endpoint,
@@ -588,18 +599,25 @@ def test_cli_download_prints_the_directory_last_in_a_fresh_process(server, tmp_p
     }
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
         env.pop(name, None)
-    command = [sys.executable, "-m", "mlx_inception", "download", TV_NAME]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    path = Path(done.stdout.strip().splitlines()[-1])
-    assert store.is_weights_dir(path) and path.is_relative_to(tmp_path / "hf" / "hub")
-    assert "converting" in done.stderr
+    offline_env = {**env, "HF_HUB_OFFLINE": "1"}
 
-    offline = subprocess.run(
-        command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300
-    )
+    download = run_cli(["download", TV_NAME], env)
+    assert download.returncode == 0, download.stderr
+    path = Path(download.stdout.strip().splitlines()[-1])  # the directory is the last line
+    assert store.is_weights_dir(path) and path.is_relative_to(tmp_path / "hf" / "hub")
+    assert "converting" in download.stderr
+
+    online = run_cli(["predict", str(photo), "--json", "--quiet"], env)  # default weights
+    assert online.returncode == 0, online.stderr
+    before = len(server.requests)
+    offline = run_cli(["predict", str(photo), "--json", "--quiet"], offline_env)
     assert offline.returncode == 0, offline.stderr
-    assert offline.stdout.strip().splitlines()[-1] == str(path)
+    assert len(server.requests) == before
+    assert json.loads(offline.stdout)["top_k"] == json.loads(online.stdout)["top_k"]
+
+    again = run_cli(["download", TV_NAME], offline_env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(path)
 
 
 def test_cli_download_json_names_the_directory(downloaded_env, capsys):
