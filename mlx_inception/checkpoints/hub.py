@@ -475,6 +475,8 @@ def choose_weights_file(files: dict[str, Any], allow_pickle: bool, repo_id: str)
 class _Fetcher:
     """Downloads files of one repo at one commit and verifies each against its announced hash."""
 
+    tqdm_class: type | None = None
+
     def __init__(self, target: Target, settings: HubSettings, commit: str, files: dict[str, Any]):
         self.target = target
         self.settings = settings
@@ -490,6 +492,7 @@ class _Fetcher:
                 cache_dir=self.settings.cache_dir,
                 token=self.settings.token,
                 endpoint=self.settings.endpoint,
+                tqdm_class=self.tqdm_class,
             )
         except Exception as error:  # huggingface_hub raises many types; all become one line
             raise self._error(error, filename) from None
@@ -585,13 +588,15 @@ def resolve(
     cache_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
     endpoint: str | None = None,
+    tqdm_class: type | None = None,
 ) -> Path:
     """Return a local weights directory for a registry name or Hub repo id.
 
     ``revision``: a branch, tag or commit (default: the registry's, else ``main``).
     ``allow_pickle``: accept a repo whose only weights are a pickle (``pytorch_model.bin``).
     ``token``, ``cache_dir``, ``offline`` and ``endpoint`` override ``HF_TOKEN``,
-    ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``.
+    ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``. ``tqdm_class``: the
+    progress bar of each download (huggingface_hub's own argument; a GUI passes its own).
     Online, one request lists the repo; a cached conversion is returned without downloading.
     Offline (or with the Hub unreachable), only the cache is used.
     """
@@ -632,6 +637,7 @@ def resolve(
     cache.remember_ref(target.revision, commit)
     files = {sibling.rfilename: sibling for sibling in info.siblings}
     fetcher = _Fetcher(target, settings, commit, files)
+    fetcher.tqdm_class = tqdm_class  # a GUI's progress display (hf_hub_download's argument)
 
     foreign_config = None
     if target.filename is None and "config.json" in files:
