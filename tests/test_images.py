@@ -218,6 +218,15 @@ def test_16_bit_grayscale_photo_matches_its_8_bit_version(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_image(path))[..., 1], eight_bit)
 
 
+def test_32_bit_integer_images_keep_8_bit_values_and_scale_16_bit_ones():
+    gray = np.asarray(skimage_data.camera())
+    as_int32 = Image.fromarray(gray.astype(np.int32))  # what Image.convert("I") gives
+    assert as_int32.mode == "I"
+    np.testing.assert_array_equal(np.asarray(load_image(as_int32))[..., 0], gray)
+    wide = Image.fromarray(gray.astype(np.int32) * 257)
+    np.testing.assert_array_equal(np.asarray(load_image(wide))[..., 0], gray)
+
+
 def test_one_bit_images_become_black_and_white(tmp_path):
     bits = Image.new("1", (8, 8), 0)
     bits.paste(1, (0, 0, 8, 4))
@@ -350,6 +359,42 @@ def test_pixel_limit_is_adjustable(tmp_path, chelsea):
     with pytest.raises(ImageError, match="451x300 pixels is over the limit of 100,000"):
         load_image(path, max_pixels=100_000)
     assert load_image(path, max_pixels=None).size == chelsea.size
+
+
+def test_a_truncated_file_opened_by_the_caller_is_refused(tmp_path, chelsea):
+    buffer = io.BytesIO()
+    chelsea.save(buffer, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buffer.getvalue()[:5000])
+    with Image.open(tmp_path / "cut.png") as lazy:  # Pillow decodes only on first use
+        with pytest.raises(ImageError, match="corrupt or truncated"):
+            load_image(lazy)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_a_damaged_exif_block_keeps_the_photo(tmp_path, chelsea):
+    buffer = io.BytesIO()
+    chelsea.save(buffer, format="JPEG", quality=95, exif=b"Exif\x00\x00MM\x00*garbage")
+    image = load_image(buffer.getvalue())
+    assert image.size == chelsea.size
+
+
+@pytest.mark.parametrize(
+    "mode", ["1", "L", "LA", "La", "P", "PA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV", "I", "F"]
+)
+def test_every_pillow_colour_mode_becomes_rgb(mode):
+    gray = Image.fromarray(np.asarray(skimage_data.camera())[:8, :8])  # real grey levels
+    # Pillow reaches some modes only by way of another one.
+    by_way_of = {"RGBa": "RGBA", "La": "LA", "PA": "LA"}
+    source = (
+        gray.convert(by_way_of[mode]).convert(mode) if mode in by_way_of else gray.convert(mode)
+    )
+    image = load_image(source)
+    assert image.mode == "RGB" and image.size == (8, 8)
+
+
+def test_empty_bytes_are_refused():
+    with pytest.raises(ImageError, match="empty data"):
+        load_image(b"")
 
 
 def test_unsupported_source_types_are_refused():

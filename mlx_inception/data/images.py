@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -79,8 +78,10 @@ def load_image(
     if isinstance(source, np.ndarray):
         return array_to_image(source)
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source) or source)
+        return _finish(source, describe(source), max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("<0 bytes>: empty data, not an image")
         return _decode(io.BytesIO(bytes(source)), describe(source), max_pixels)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.path.expanduser(os.fspath(source)))
@@ -105,37 +106,46 @@ def load_image(
     )
 
 
-def _decode(file, name: str, max_pixels: int | None) -> Image.Image:
+def _decode(file: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     """Return the first frame of the image in ``file``, decoded, oriented and in RGB."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (not raises) between its limit and twice it; we decide ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(file)
-            if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageError(
-                    f"{name}: {image.width}x{image.height} pixels is over the limit of "
-                    f"{max_pixels:,} (a possible decompression bomb); raise max_pixels if "
-                    "you trust this file"
-                )
-            image.load()  # decode now, inside this try: truncated data fails here
-            image = ImageOps.exif_transpose(image) or image
-            return to_rgb(image)
-    except ImageError:
-        raise
+        image = Image.open(file)
     except UnidentifiedImageError:
         raise ImageError(
             f"{name}: not an image file Pillow can read (corrupt or another format)"
         ) from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({error})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
-        # Pillow reports truncated or damaged data as OSError/SyntaxError/ValueError/EOFError.
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ImageError(f"{name}: corrupt or truncated image ({message})") from None
+    except Exception as error:  # Pillow's plugins raise many types on bad headers
+        raise ImageError(f"{name}: corrupt image header ({_first_line(error)})") from None
+    # The caller closes the file; a loaded image keeps its pixels after that.
+    return _finish(image, name, max_pixels)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def _finish(image: Image.Image, name: str, max_pixels: int | None) -> Image.Image:
+    """Return an opened image decoded (first frame), oriented by its EXIF tag and in RGB."""
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} pixels is over the limit of {max_pixels:,} "
+            "(a possible decompression bomb); raise max_pixels if you trust this file"
+        )
+    try:
+        image.load()  # decode now: truncated or damaged data fails here
+    except Exception as error:  # decoders raise OSError, ValueError, EOFError, ...
+        raise ImageError(f"{name}: corrupt or truncated image ({_first_line(error)})") from None
+    try:
+        oriented = ImageOps.exif_transpose(image) or image
+    except Exception:  # a damaged EXIF block should not lose a readable photo
+        oriented = image
+    return to_rgb(oriented, name)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """Return ``image`` in RGB mode: 16-bit and float scaled to 8 bits, alpha composited on white.
 
     Pillow's own ``convert("RGB")`` clips 16-bit values at 255 (a 16-bit photo turns white), so
@@ -150,11 +160,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # A palette may carry transparency (GIF, PNG): go through RGBA so it is honoured.
         image = image.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode == "La":  # premultiplied; Pillow converts it to RGBA only by way of LA
+        image, mode = image.convert("LA"), "LA"
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError:  # e.g. LAB or multi-channel float TIFFs
+        raise ImageError(
+            f"{name}: colour mode {mode} cannot be converted to RGB; save it as 8-bit RGB"
+        ) from None
 
 
 def _wide_array(image: Image.Image) -> np.ndarray:
@@ -164,8 +181,12 @@ def _wide_array(image: Image.Image) -> np.ndarray:
         array = array.astype(np.float32)
         # Float images are 0..1 by convention; 0..255 data is recognised by its range.
         return array / 255.0 if np.nanmax(array, initial=0.0) > 1.0 else array
-    # "I" is how Pillow opens 16-bit PNG/TIFF data; its values are 0..65535.
-    return array.astype(np.float32) / 65535.0
+    array = array.astype(np.float32)
+    # "I;16" is 16-bit data (0..65535). "I" (32-bit) comes from 16/32-bit TIFFs or from code
+    # that converted an 8-bit image: values above 255 mean a 16-bit range, else an 8-bit one.
+    if image.mode == "I" and np.max(array, initial=0.0) <= 255:
+        return np.clip(array, 0, 255) / 255.0
+    return np.clip(array, 0, 65535) / 65535.0
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:

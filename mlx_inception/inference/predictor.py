@@ -162,6 +162,8 @@ class Predictor:
                 return describe(source), self.prepare(source)
             except InceptionError as error:
                 return describe(source), str(error)
+            except Exception as error:  # one odd file must not stop the others
+                return describe(source), f"{describe(source)}: {type(error).__name__}: {error}"
 
         iterator = iter(sources)
         lookahead = max(2 * self.batch_size, 2 * self.workers)
