@@ -88,6 +88,8 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.faults: dict[tuple[str, str], str] = {}
+        # False: the repo listing omits sizes and hashes even when asked (?blobs=true).
+        self.listing_hashes = True
         self.requests: list[Request] = []
         self.lock = threading.RLock()
         self._servers: list[ThreadingHTTPServer] = []
@@ -337,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _model_info(self, method: str, repo: str, rev: str = "main") -> None:
         hub_repo = self._repo(repo)
         commit = self._commit_of(hub_repo, rev)
-        blobs = self.query.get("blobs", ["false"])[0].lower() == "true"
+        blobs = self.hub.listing_hashes and self.query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
         for path, content in sorted(commit.files.items()):
             sibling = {"rfilename": path}

@@ -264,6 +264,24 @@ def test_load_accepts_a_registry_name(server, upstream, hf_cache):
     assert error <= RELATIVE_TOLERANCE
 
 
+def test_settings_follow_the_hf_variables_when_resolve_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = hub.hub_settings()
+    assert settings.cache_dir == tmp_path / "home" / "hub"
+    assert settings.endpoint == "http://127.0.0.1:9"
+    assert settings.offline is True
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    settings = hub.hub_settings()
+    assert settings.cache_dir == tmp_path / "cache"  # HF_HUB_CACHE wins over HF_HOME
+    assert settings.offline is False
+    assert hub.hub_settings(cache_dir=tmp_path / "x", offline=True).cache_dir == tmp_path / "x"
+
+
 # ----------------------------------------------------------------------------------------------
 # Cache
 
@@ -393,6 +411,20 @@ def test_corrupted_file_of_the_right_size_is_rejected_and_deleted(
     downloads = server.count("GET", port="cdn")
     assert store.is_weights_dir(hub.resolve(TV_NAME))
     assert server.count("GET", port="cdn") == downloads + 1  # downloaded again, not reused
+
+
+def test_without_hashes_in_the_listing_the_x_linked_etag_is_checked(
+    server, hf_cache, monkeypatch
+):
+    monkeypatch.setattr(server, "listing_hashes", False)
+    monkeypatch.setitem(server.faults, (TV_REPO, "model.safetensors"), "corrupt")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    assert "does not match the X-Linked-Etag the Hub announced" in single_line_hub_error(excinfo)
+    assert converted_entries(hf_cache) == [] and blob_files(hf_cache) == []
+
+    monkeypatch.delitem(server.faults, (TV_REPO, "model.safetensors"))
+    assert store.is_weights_dir(hub.resolve(TV_NAME))
 
 
 def test_truncated_download_is_rejected_and_nothing_cached(server, hf_cache, monkeypatch):
@@ -546,6 +578,21 @@ def test_push_writes_a_model_card(server, push_env, calibrated_weights_dir):
         assert heading in card
     assert "27,161,264 parameters" in card  # torchvision's count with the aux head
     assert 'mlx_inception.load("tester/card")' in card
+
+
+def test_model_card_without_a_known_source_says_what_is_missing():
+    from mlx_inception.checkpoints.model_card import render_model_card
+    from mlx_inception.model import InceptionV3Config
+
+    config = InceptionV3Config(num_classes=3, aux_logits=False, labels=["cat", "dog", "fox"])
+    weights = {"fc.weight": mx.zeros((3, 2048)), "fc.bias": mx.zeros((3,)),
+               "Conv2d_1a_3x3.bn.running_mean": mx.zeros((32,))}
+    card = render_model_card(config, weights, "me/pets")
+    assert "license: other" in card and "- Not stated by the uploader." in card
+    assert "- Not measured." in card
+    assert "3 classes stored in config.json: cat, dog, fox" in card
+    assert "6,147 parameters" in card  # BatchNorm running statistics are not parameters
+    assert "datasets:" not in card and "base_model" not in card
 
 
 def test_push_to_a_new_branch_leaves_main_alone(server, push_env, calibrated_weights_dir):

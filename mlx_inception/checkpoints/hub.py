@@ -500,6 +500,13 @@ class _Fetcher:
         self._verify(path, filename)
         return path
 
+    @staticmethod
+    def _blob_of(pointer: Path) -> Path | None:
+        """Return the blobs/ file a snapshot link points to (one level), or None."""
+        if not pointer.is_symlink():
+            return None  # no symlinks on this system: huggingface_hub copied the file
+        return Path(os.path.normpath(pointer.parent / os.readlink(pointer)))
+
     def _error(self, error: BaseException, filename: str) -> HubError:
         return hub_error(
             error,
@@ -509,7 +516,7 @@ class _Fetcher:
             filename=filename,
         )
 
-    def _expected(self, filename: str) -> list[tuple[str, str, str]]:
+    def _expected(self, filename: str, path: Path) -> list[tuple[str, str, str]]:
         """Return (algorithm, hex digest, who announced it) for every hash to check."""
         checks = []
         sibling = self.files.get(filename)
@@ -521,6 +528,14 @@ class _Fetcher:
             checks.append(("git-sha1", sibling.blob_id.lower(), announced))
         if filename == self.target.filename and self.target.pinned_sha256:
             checks.append(("sha256", self.target.pinned_sha256, "the registry's SHA-256"))
+        # huggingface_hub names the blob after the ETag the download answered with
+        # (X-Linked-Etag for LFS files): the SHA-256 for LFS files, the git blob id otherwise.
+        blob = self._blob_of(path)
+        etag = blob.name.lower() if blob is not None else ""
+        if SHA256_PATTERN.fullmatch(etag):
+            checks.append(("sha256", etag, "the X-Linked-Etag the Hub announced"))
+        elif GIT_SHA1_PATTERN.fullmatch(etag):
+            checks.append(("git-sha1", etag, "the ETag the Hub announced"))
         if not checks:
             checks.extend(self._etag_check(filename))
         return checks
@@ -541,7 +556,7 @@ class _Fetcher:
         return []
 
     def _verify(self, path: Path, filename: str) -> None:
-        checks = self._expected(filename)
+        checks = self._expected(filename, path)
         where = f"{self.target.repo_id}/{filename}@{self.commit[:8]}"
         if not checks:
             self._discard(path)
@@ -559,10 +574,14 @@ class _Fetcher:
                     "deleted: run the command again"
                 )
 
-    @staticmethod
-    def _discard(pointer: Path) -> None:
-        """Delete a downloaded file: the snapshot link and the blob it points to."""
-        blob = pointer.resolve() if pointer.is_symlink() else None
+    @classmethod
+    def _discard(cls, pointer: Path) -> None:
+        """Delete a downloaded file: the snapshot link and the blob it points to.
+
+        Only the repo's own blobs/ entry goes: if that is itself a link into huggingface_hub's
+        shared store, the link is removed, not what other repos may share.
+        """
+        blob = cls._blob_of(pointer)
         pointer.unlink(missing_ok=True)
         if blob is not None and blob.parent.name == "blobs":
             blob.unlink(missing_ok=True)
