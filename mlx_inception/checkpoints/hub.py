@@ -292,7 +292,8 @@ def config_fingerprint(config: InceptionV3Config) -> str:
 
 def _is_project_config(data: Any) -> bool:
     """Return True if ``data`` (a parsed config.json) is this project's config, not timm's."""
-    if not isinstance(data, dict):
+    # store.save_weights writes every field; timm's config has neither of these two.
+    if not isinstance(data, dict) or not {"aux_logits", "preprocessing"} <= set(data):
         return False
     try:
         InceptionV3Config.from_dict(data)
@@ -475,13 +476,19 @@ def choose_weights_file(files: dict[str, Any], allow_pickle: bool, repo_id: str)
 class _Fetcher:
     """Downloads files of one repo at one commit and verifies each against its announced hash."""
 
-    tqdm_class: type | None = None
-
-    def __init__(self, target: Target, settings: HubSettings, commit: str, files: dict[str, Any]):
+    def __init__(
+        self,
+        target: Target,
+        settings: HubSettings,
+        commit: str,
+        files: dict[str, Any],
+        tqdm_class: type | None = None,
+    ):
         self.target = target
         self.settings = settings
         self.commit = commit
         self.files = files
+        self.tqdm_class = tqdm_class  # the progress bar hf_hub_download shows (a GUI's own)
 
     def fetch(self, filename: str) -> Path:
         try:
@@ -655,8 +662,7 @@ def resolve(
         raise HubError(f"{settings.endpoint} did not list the files of {target.repo_id}")
     cache.remember_ref(target.revision, commit)
     files = {sibling.rfilename: sibling for sibling in info.siblings}
-    fetcher = _Fetcher(target, settings, commit, files)
-    fetcher.tqdm_class = tqdm_class  # a GUI's progress display (hf_hub_download's argument)
+    fetcher = _Fetcher(target, settings, commit, files, tqdm_class)
 
     foreign_config = None
     if target.filename is None and "config.json" in files:
