@@ -1,0 +1,126 @@
+"""``mlx-inception-app [IMAGE] [--weights SOURCE] [--module NAME] [--screenshot OUT.png]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import mlx_inception  # noqa: F401  (loads the fast BLAS before anything imports mlx.core)
+from mlx_inception.inference.gradcam import DEFAULT_LAYER
+
+SCREENSHOT_TIMEOUT_S = 300
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-inception-app",
+        description="Classify any image with Inception-v3 and look inside every module and "
+        "branch: channel grids, branch shares, Grad-CAM.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("image", nargs="?", help="image file to open")
+    parser.add_argument(
+        "--weights",
+        help="registry name (e.g. inception_v3.tv_in1k), Hub repo id, converted folder, "
+        ".pth/.safetensors file, or 'random'; by default the last used weights or the cached "
+        "default, else a randomly initialised network",
+    )
+    parser.add_argument("--module", default=DEFAULT_LAYER,
+                        help="module to show first (Conv2d_1a_3x3 .. Mixed_7c, AuxLogits)")
+    parser.add_argument(
+        "--screenshot",
+        metavar="OUT.png",
+        help="render the whole window to this PNG once every result is drawn, then exit "
+        "(works with QT_QPA_PLATFORM=offscreen)",
+    )
+    parser.add_argument("--size", default="1600x1000",
+                        help="window size WIDTHxHEIGHT (the screenshot's size)")
+    return parser
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"error: --size must be WIDTHxHEIGHT, not {text!r}") from None
+    return width, height
+
+
+def _report_exceptions_in(window) -> None:
+    """Show any exception a Qt slot raises in the window's error line instead of losing it."""
+    previous = sys.excepthook
+
+    def hook(kind, error, trace) -> None:
+        previous(kind, error, trace)  # the traceback still goes to stderr
+        try:
+            window.show_error(f"internal error: {kind.__name__}: {error}")
+        except RuntimeError:  # the window is already gone
+            pass
+
+    sys.excepthook = hook
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    width, height = _parse_size(args.size)
+    if args.image and not os.path.exists(os.path.expanduser(args.image)):
+        print(f"error: {args.image}: no such file", file=sys.stderr)
+        return 1
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from .window import MainWindow, wait_until_settled
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("mlx-inception-app")
+    app.setOrganizationName("mlx-inception")
+    app.setStyle("Fusion")
+    settings = None
+    if args.screenshot:
+        # A screenshot must not depend on (or change) the user's recent files and weights.
+        scratch = tempfile.TemporaryDirectory(prefix="mlx-inception-app-")
+        settings = QSettings(os.path.join(scratch.name, "settings.ini"),
+                             QSettings.Format.IniFormat)
+    window = MainWindow(weights=args.weights, module=args.module, settings=settings)
+    window.resize(width, height)
+    _report_exceptions_in(window)
+    window.show()
+    if args.image:
+        window.open_path(args.image)
+
+    if not args.screenshot:
+        return app.exec()
+
+    outcome = {"code": 1}
+
+    def capture() -> None:
+        try:
+            saved = window.export_png(args.screenshot, "window")
+        except OSError as error:
+            print(f"error: cannot write {args.screenshot}: {error}", file=sys.stderr)
+        else:
+            if window.last_error:
+                print(f"error: {window.last_error}", file=sys.stderr)
+            else:
+                outcome["code"] = 0
+            print(f"saved {saved}")
+        window.close()
+        app.quit()
+
+    def timed_out() -> None:
+        print(f"error: results not ready after {SCREENSHOT_TIMEOUT_S} s", file=sys.stderr)
+        window.close()
+        app.quit()
+
+    # Keep a reference: the timer must live until it fires.
+    _timer = wait_until_settled(window, capture, SCREENSHOT_TIMEOUT_S * 1000, timed_out)  # noqa: F841
+    app.exec()
+    return outcome["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

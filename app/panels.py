@@ -1,0 +1,691 @@
+"""The window's panels: input, predictions, network (navigator + branch grids), channel, Grad-CAM.
+
+Panels only draw numpy results they are given (``session.Analysis``, ``GradCamResult``); the
+pictures themselves come from ``mlx_inception.inference.activations``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mlx_inception.inference.activations import (
+    COLORMAPS,
+    NORMALISATIONS,
+    SORT_ORDERS,
+    ChannelGrid,
+    NetworkModule,
+    apply_colormap,
+    branch_shares,
+    channel_order,
+    module_maps,
+    normalise,
+    overlay,
+    tile_channels,
+)
+
+from .session import Analysis, GradCamResult, WeightsInfo
+from .widgets import Bar, BarChart, ImageView, Panel
+
+GRID_BACKGROUND = (24, 25, 28)
+
+
+def shape_text(array: np.ndarray) -> str:
+    """Return "H×W×C" for an (H, W, C) map (or the length of a vector)."""
+    return "×".join(str(n) for n in array.shape)
+
+
+def short_name(key: str) -> str:
+    """Return the part of a tap name after the module ("branch7x7" of "Mixed_6b.branch7x7")."""
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def _caption() -> QLabel:
+    label = QLabel()
+    label.setObjectName("caption")
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+    return label
+
+
+def _slider(value: int) -> QSlider:
+    slider = QSlider(Qt.Orientation.Horizontal)
+    slider.setRange(0, 100)
+    slider.setValue(value)
+    return slider
+
+
+# --------------------------------------------------------------------------------------- input
+
+
+class InputPanel(Panel):
+    """The image as given and, next to it, the exact square crop the network sees."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Input", parent)
+        row = QHBoxLayout()
+        self.original = ImageView(
+            "Drop an image here,\npaste one (Ctrl+V)\nor open one (Ctrl+O)", minimum=120
+        )
+        self.crop = ImageView("", minimum=120)
+        self.original_caption = _caption()
+        self.crop_caption = _caption()
+        for view, caption in ((self.original, self.original_caption),
+                              (self.crop, self.crop_caption)):
+            column = QVBoxLayout()
+            column.addWidget(view, 1)
+            column.addWidget(caption)
+            row.addLayout(column, 1)
+        self.body.addLayout(row, 1)
+
+    def show_analysis(self, analysis: Analysis, info: WeightsInfo | None) -> None:
+        self.original.set_array(analysis.preview)
+        self.crop.set_array(analysis.crop)
+        width, height = analysis.original_size
+        self.original_caption.setText(f"{analysis.name}\n{width}×{height} px")
+        size = analysis.crop.shape[0]
+        self.crop_caption.setText(f"what the network sees\n{size}×{size} centre crop")
+
+
+# --------------------------------------------------------------------------------- predictions
+
+
+class PredictionsPanel(Panel):
+    """Top-5 bars and a searchable list of every class; choosing one emits ``class_chosen``."""
+
+    class_chosen = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Predictions", parent)
+        self.bars = BarChart(row_height=36)
+        self.bars.chosen.connect(lambda key: self.class_chosen.emit(int(key)))
+        self.aux = QLabel()
+        self.aux.setObjectName("caption")
+        self.aux.setWordWrap(True)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search all classes…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self.filter)
+        self.classes = QListWidget()
+        self.classes.setUniformItemSizes(True)
+        self.classes.itemActivated.connect(self._item_chosen)
+        self.classes.itemClicked.connect(self._item_chosen)
+        self.body.addWidget(self.bars)
+        self.body.addWidget(self.aux)
+        self.body.addWidget(self.search)
+        self.body.addWidget(self.classes, 1)
+        self._target: int | None = None
+
+    def show_analysis(self, analysis: Analysis, labels: list[str] | None) -> None:
+        self.bars.set_bars(
+            [
+                Bar(entry.index, f"{rank}. {entry.label or f'class {entry.index}'}",
+                    entry.probability, f"{100 * entry.probability:.1f}%")
+                for rank, entry in enumerate(analysis.top_k, start=1)
+            ]
+        )
+        if analysis.aux_top_k:
+            main = {entry.index for entry in analysis.top_k}
+            agree = sum(entry.index in main for entry in analysis.aux_top_k)
+            first = analysis.aux_top_k[0]
+            self.aux.setText(
+                f"Aux head (Mixed_6e): {first.label or first.index} "
+                f"{100 * first.probability:.1f}% · {agree} of its top 5 in the main top 5"
+            )
+        else:
+            self.aux.setText("Aux head: needs a 299-pixel input" if labels is not None else "")
+        self.classes.clear()
+        order = np.argsort(-analysis.probabilities, kind="stable")
+        for index in order:
+            label = labels[index] if labels else f"class {index}"
+            item = QListWidgetItem(
+                f"{100 * analysis.probabilities[index]:6.2f}%   {label}  (#{index})"
+            )
+            item.setData(Qt.ItemDataRole.UserRole, int(index))
+            self.classes.addItem(item)
+        self.filter(self.search.text())
+
+    def filter(self, text: str) -> None:
+        needle = text.strip().lower()
+        for row in range(self.classes.count()):
+            item = self.classes.item(row)
+            item.setHidden(bool(needle) and needle not in item.text().lower())
+
+    def set_target(self, index: int | None) -> None:
+        self._target = index
+        self.bars.set_selected(index)
+        for row in range(self.classes.count()):
+            item = self.classes.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == index:
+                self.classes.blockSignals(True)
+                self.classes.setCurrentItem(item)
+                self.classes.blockSignals(False)
+                break
+
+    def _item_chosen(self, item: QListWidgetItem) -> None:
+        self.class_chosen.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+
+# ------------------------------------------------------------------------------------ network
+
+
+class BranchView(QWidget):
+    """One branch's channel grid with its title; reports the channel under the mouse."""
+
+    hovered = Signal(str)
+    channel_clicked = Signal(str, int)
+
+    def __init__(self, key: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.key = key
+        self.maps: np.ndarray | None = None
+        self.grid: ChannelGrid | None = None
+        self.selected: int | None = None
+        self.title = QLabel(short_name(key))
+        self.title.setObjectName("branchTitle")
+        self.view = ImageView("", minimum=90)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.view, 1)
+        self.view.hovered.connect(self._hover)
+        self.view.clicked.connect(self._click)
+
+    def aspect(self) -> float:
+        width, height = self.view.width(), self.view.height()
+        return width / height if width > 10 and height > 10 else 1.0
+
+    def display(self, maps: np.ndarray, scaled: np.ndarray, order: np.ndarray,
+                colormap: str) -> None:
+        self.maps = maps
+        self.grid = tile_channels(scaled, order, aspect=self.aspect())
+        self.view.set_array(apply_colormap(self.grid.values, colormap, GRID_BACKGROUND))
+        self.title.setText(f"{short_name(self.key)}  ·  {shape_text(maps)}")
+        self.mark(self.selected)
+
+    def mark(self, channel: int | None) -> None:
+        self.selected = channel
+        if self.grid is None or channel is None or channel not in set(self.grid.order.tolist()):
+            self.view.set_marker(None)
+            return
+        x, y = self.grid.tile_origin(channel)
+        self.view.set_marker(QRectF(x, y, self.grid.tile_width, self.grid.tile_height))
+
+    def _locate(self, x: float, y: float) -> tuple[int, int, int] | None:
+        if self.grid is None or x < 0:
+            return None
+        return self.grid.channel_at(x, y)
+
+    def _hover(self, x: float, y: float) -> None:
+        found = self._locate(x, y)
+        if found is None or self.maps is None:
+            self.hovered.emit("")
+            return
+        channel, row, column = found
+        value = float(self.maps[row, column, channel])
+        self.hovered.emit(
+            f"{self.key} · channel {channel} · y {row}, x {column} · value {value:.4g}"
+        )
+
+    def _click(self, x: float, y: float) -> None:
+        found = self._locate(x, y)
+        if found is not None:
+            self.channel_clicked.emit(self.key, found[0])
+
+
+class NetworkPanel(Panel):
+    """Navigator of the stem, Mixed_5b..Mixed_7c and the aux head, and the selected module's
+    branches as channel grids with their share of the module's activation."""
+
+    channel_selected = Signal(str, int)
+    gradcam_requested = Signal(str)
+    module_changed = Signal(str)
+    hover_text = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Inside the network", parent)
+        self.modules: dict[str, NetworkModule] = {}
+        self.taps: dict[str, np.ndarray] = {}
+        self.module: str | None = None
+        self.branch: str | None = None
+        self.selected: tuple[str, int] | None = None
+        self.views: dict[str, BranchView] = {}
+
+        controls = QHBoxLayout()
+        self.sort = QComboBox()
+        self.sort.addItems([f"sort: {name}" for name in SORT_ORDERS])
+        self.sort.setCurrentIndex(SORT_ORDERS.index("mean"))
+        self.scale = QComboBox()
+        self.scale.addItems([f"normalise per {name}" for name in NORMALISATIONS])
+        self.colormap = QComboBox()
+        self.colormap.addItems(list(COLORMAPS))
+        self.gradcam_here = QPushButton("Grad-CAM here")
+        self.gradcam_here.setToolTip("Compute the Grad-CAM at this module or branch")
+        for widget in (self.sort, self.scale, self.colormap):
+            widget.currentIndexChanged.connect(self.render)
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        controls.addWidget(self.gradcam_here)
+        self.gradcam_here.clicked.connect(self._gradcam_here)
+        self.body.addLayout(controls)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.navigator = QTreeWidget()
+        self.navigator.setHeaderLabels(["module", "output"])
+        self.navigator.setRootIsDecorated(True)
+        self.navigator.setMinimumWidth(130)
+        self.navigator.currentItemChanged.connect(self._navigated)
+        splitter.addWidget(self.navigator)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 0, 0, 0)
+        self.heading = QLabel("Open an image to look inside the network.")
+        self.heading.setObjectName("heading")
+        self.heading.setWordWrap(True)
+        self.shares = BarChart(row_height=30)
+        self.shares_caption = QLabel(
+            "bar: share of the module's total activation · tick: share of its channels"
+        )
+        self.shares_caption.setObjectName("caption")
+        self.grid_area = QWidget()
+        self.grid_layout = QGridLayout(self.grid_area)
+        self.grid_layout.setContentsMargins(0, 0, 0, 0)
+        self.grid_layout.setSpacing(8)
+        self.hover = QLabel(" ")
+        self.hover.setObjectName("caption")
+        # Long texts are cut, never allowed to widen the window.
+        self.hover.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        right_layout.addWidget(self.heading)
+        right_layout.addWidget(self.shares)
+        right_layout.addWidget(self.shares_caption)
+        right_layout.addWidget(self.grid_area, 1)
+        right_layout.addWidget(self.hover)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([190, 700])
+        self.body.addWidget(splitter, 1)
+
+        self._resize_timer = QTimer(self)
+        self._resize_timer.setSingleShot(True)
+        self._resize_timer.setInterval(120)
+        self._resize_timer.timeout.connect(self.render)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def set_network(self, info: WeightsInfo) -> None:
+        """Fill the navigator with the modules of the loaded network."""
+        current = self.module
+        self.modules = {module.name: module for module in info.modules}
+        self.navigator.blockSignals(True)
+        self.navigator.clear()
+        stem = QTreeWidgetItem(["Stem", ""])
+        stem.setFlags(stem.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+        self.navigator.addTopLevelItem(stem)
+        for module in info.modules:
+            item = QTreeWidgetItem([module.name, ""])
+            item.setData(0, Qt.ItemDataRole.UserRole, module.name)
+            item.setToolTip(0, f"{module.block}: {module.description}")
+            if module.kind == "stem":
+                stem.addChild(item)
+            else:
+                self.navigator.addTopLevelItem(item)
+                if module.kind == "inception":
+                    for key in module.maps:
+                        child = QTreeWidgetItem([short_name(key), ""])
+                        child.setData(0, Qt.ItemDataRole.UserRole, key)
+                        item.addChild(child)
+        self.navigator.resizeColumnToContents(0)
+        self.navigator.blockSignals(False)
+        self.select(current if current in self.modules else "Mixed_7c")
+
+    def set_taps(self, taps: dict[str, np.ndarray]) -> None:
+        self.taps = taps
+        items = self._all_items()
+        for item in items:
+            key = item.data(0, Qt.ItemDataRole.UserRole)
+            if not key:
+                continue
+            if key == "AuxLogits":
+                key = "AuxLogits.conv0"
+            item.setText(1, shape_text(taps[key]) if key in taps else "")
+        self.navigator.resizeColumnToContents(1)
+        self.render()
+
+    def select(self, module: str, branch: str | None = None) -> None:
+        """Show ``module`` (all its branches) or one ``branch`` of it."""
+        if module not in self.modules:
+            raise ValueError(
+                f"unknown module {module!r}: choose one of {', '.join(self.modules)}"
+            )
+        item = self._find_item(module, branch)
+        if item is not None:
+            self.navigator.setCurrentItem(item)  # calls _navigated
+        if (self.module, self.branch) != (module, branch):
+            self.module, self.branch = module, branch
+            self.module_changed.emit(module)
+            self.render()
+
+    def _all_items(self) -> list[QTreeWidgetItem]:
+        pending = [self.navigator.topLevelItem(i)
+                   for i in range(self.navigator.topLevelItemCount())]
+        items = []
+        while pending:
+            item = pending.pop(0)
+            items.append(item)
+            pending.extend(item.child(i) for i in range(item.childCount()))
+        return items
+
+    def _find_item(self, module: str, branch: str | None) -> QTreeWidgetItem | None:
+        for item in self._all_items():
+            if item.data(0, Qt.ItemDataRole.UserRole) == (branch or module):
+                return item
+        return None
+
+    def _navigated(self, item: QTreeWidgetItem | None, _previous: QTreeWidgetItem | None) -> None:
+        key = item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+        if not key:
+            return
+        module, branch = key.split(".")[0], (key if "." in key else None)
+        if (module, branch) != (self.module, self.branch):
+            self.module, self.branch = module, branch
+            self.module_changed.emit(module)
+            self.render()
+
+    def current_layer(self) -> str | None:
+        """Return the tap name of what is shown: a branch, or the module."""
+        return self.branch or self.module
+
+    def _gradcam_here(self) -> None:
+        layer = self.current_layer()
+        if layer:
+            self.gradcam_requested.emit(layer)
+
+    # --- drawing ------------------------------------------------------------------------------
+
+    def sort_order(self) -> str:
+        return SORT_ORDERS[self.sort.currentIndex()]
+
+    def normalisation(self) -> str:
+        return NORMALISATIONS[self.scale.currentIndex()]
+
+    def colormap_name(self) -> str:
+        return self.colormap.currentText()
+
+    def shown_maps(self) -> dict[str, np.ndarray]:
+        """Return the maps of the module shown now (all of its branches), as (H, W, C)."""
+        if self.module is None or self.module not in self.modules:
+            return {}
+        return module_maps(self.taps, self.modules[self.module])
+
+    def render(self) -> None:
+        module = self.modules.get(self.module) if self.module else None
+        self.gradcam_here.setEnabled(module is not None and module.kind != "aux")
+        if module is None:
+            return
+        self.heading.setText(f"<b>{module.name}</b> · {module.block} — {module.description}")
+        maps = self.shown_maps()
+        if not maps:
+            self._set_views([])
+            self.shares.set_bars([])
+            self.shares.hide()
+            self.shares_caption.hide()
+            if self.taps and module.kind == "aux":
+                self.hover.setText("The aux head runs on the 17×17 grid of a 299-pixel input.")
+            return
+        keys = [self.branch] if self.branch in maps else list(maps)
+        # "module" normalisation spans every branch even when one is shown, so switching
+        # between the module and one of its branches keeps the colours comparable.
+        scaled = normalise(maps, self.normalisation())
+        shares = branch_shares(maps) if module.kind == "inception" else {}
+        if shares:
+            self.shares.set_bars(
+                [
+                    Bar(key, short_name(key), share.activation,
+                        f"{100 * share.activation:.0f}% of activation · "
+                        f"{100 * share.channels:.0f}% of channels", share.channels)
+                    for key, share in shares.items()
+                ],
+                selected=self.branch,
+            )
+            self.shares.show()
+            self.shares_caption.show()
+        else:
+            self.shares.hide()
+            self.shares_caption.hide()
+        self._set_views(keys)
+        if self.selected is None or self.selected[0] not in keys:
+            # Until a channel is clicked, show the strongest one of the busiest branch.
+            key = max(keys, key=lambda k: shares[k].activation) if shares else keys[0]
+            self.selected = (key, int(channel_order(maps[key], "mean")[0]))
+            self.channel_selected.emit(*self.selected)
+        for key in keys:
+            view = self.views[key]
+            order = channel_order(maps[key], self.sort_order())
+            view.selected = self.selected[1] if self.selected[0] == key else None
+            view.display(maps[key], scaled[key], order, self.colormap_name())
+
+    def _set_views(self, keys: list[str]) -> None:
+        if list(self.views) == keys:
+            return
+        for view in self.views.values():
+            self.grid_layout.removeWidget(view)
+            view.deleteLater()
+        self.views = {}
+        columns = 2 if len(keys) == 4 else max(1, len(keys))
+        for position, key in enumerate(keys):
+            view = BranchView(key)
+            view.hovered.connect(self._hovered)
+            view.channel_clicked.connect(self._channel_clicked)
+            self.grid_layout.addWidget(view, position // columns, position % columns)
+            self.views[key] = view
+        for column in range(4):
+            self.grid_layout.setColumnStretch(column, 1 if column < columns else 0)
+        rows = (len(keys) + columns - 1) // columns
+        for row in range(4):
+            self.grid_layout.setRowStretch(row, 1 if row < rows else 0)
+
+    def _hovered(self, text: str) -> None:
+        self.hover.setText(text or " ")
+        self.hover_text.emit(text)
+
+    def _channel_clicked(self, key: str, channel: int) -> None:
+        self.selected = (key, channel)
+        for view_key, view in self.views.items():
+            view.mark(channel if view_key == key else None)
+        self.channel_selected.emit(key, channel)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._resize_timer.start()
+
+
+# ------------------------------------------------------------------------------------ channel
+
+
+class ChannelPanel(Panel):
+    """One channel enlarged, and laid over the crop with adjustable opacity."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Channel", parent)
+        row = QHBoxLayout()
+        self.map_view = ImageView("Click a channel in a grid", minimum=120)
+        self.overlay_view = ImageView("", minimum=120)
+        row.addWidget(self.map_view, 1)
+        row.addWidget(self.overlay_view, 1)
+        self.body.addLayout(row, 1)
+        self.caption = _caption()
+        self.opacity = _slider(60)
+        self.opacity.setToolTip("Opacity of the channel over the image")
+        self.opacity.valueChanged.connect(self._redraw_overlay)
+        opacity_row = QHBoxLayout()
+        opacity_row.addWidget(QLabel("opacity"))
+        opacity_row.addWidget(self.opacity, 1)
+        self.body.addWidget(self.caption)
+        self.body.addLayout(opacity_row)
+        self.key: str | None = None
+        self.channel: int | None = None
+        self._values: np.ndarray | None = None
+        self._crop: np.ndarray | None = None
+        self._colormap = "viridis"
+
+    def show_channel(self, key: str, channel: int, maps: np.ndarray, crop: np.ndarray,
+                     colormap: str) -> None:
+        self.key, self.channel = key, channel
+        values = maps[:, :, channel]
+        self._values = normalise({key: values[:, :, None]}, "channel")[key][:, :, 0]
+        self._crop, self._colormap = crop, colormap
+        self.title.setText(f"Channel {channel} of {short_name(key)}")
+        self.map_view.set_array(apply_colormap(self._values, colormap))
+        self.caption.setText(
+            f"{key} · channel {channel} of {maps.shape[-1]} · {values.shape[0]}×{values.shape[1]}"
+            f" · mean {values.mean():.3g} · max {values.max():.3g}"
+        )
+        self._redraw_overlay()
+
+    def clear(self) -> None:
+        self.key = self.channel = None
+        self._values = None
+        self.title.setText("Channel")
+        self.map_view.set_array(None)
+        self.overlay_view.set_array(None)
+        self.caption.setText("")
+
+    def _redraw_overlay(self) -> None:
+        if self._values is None or self._crop is None:
+            return
+        self.overlay_view.set_array(
+            overlay(self._crop, self._values, self._colormap, self.opacity.value() / 100)
+        )
+
+
+# ----------------------------------------------------------------------------------- Grad-CAM
+
+
+class GradCamPanel(Panel):
+    """Grad-CAM of the chosen class at a module or one branch, over the crop."""
+
+    layer_changed = Signal(str)
+
+    WHOLE_MODULE = "whole module"
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Grad-CAM", parent)
+        self.view = ImageView("Grad-CAM appears here", minimum=140)
+        self.caption = _caption()
+        self.module = QComboBox()
+        self.branch = QComboBox()
+        self.module.setToolTip("Module whose activation Grad-CAM weighs")
+        self.branch.setToolTip("One branch of the module, or the module's whole output")
+        self.opacity = _slider(55)
+        self.opacity.setToolTip("Opacity of the heatmap over the image")
+        self.opacity.valueChanged.connect(self._redraw)
+        layer_row = QHBoxLayout()
+        layer_row.addWidget(QLabel("at"))
+        layer_row.addWidget(self.module, 1)
+        layer_row.addWidget(self.branch, 1)
+        opacity_row = QHBoxLayout()
+        opacity_row.addWidget(QLabel("opacity"))
+        opacity_row.addWidget(self.opacity, 1)
+        self.body.addWidget(self.view, 1)
+        self.body.addWidget(self.caption)
+        self.body.addLayout(layer_row)
+        self.body.addLayout(opacity_row)
+        self.module.currentIndexChanged.connect(self._module_changed)
+        self.branch.currentIndexChanged.connect(self._branch_changed)
+        self._branches: dict[str, tuple[str, ...]] = {}
+        self._result: GradCamResult | None = None
+        self._crop: np.ndarray | None = None
+        self._updating = False
+
+    def set_network(self, info: WeightsInfo, layer: str) -> None:
+        self._updating = True
+        self.module.clear()
+        self._branches = {}
+        for module in info.modules:
+            if module.kind == "aux":
+                continue
+            self._branches[module.name] = module.maps if module.kind == "inception" else ()
+            self.module.addItem(module.name)
+        self._updating = False
+        self.set_layer(layer, notify=False)
+
+    def layer(self) -> str:
+        module = self.module.currentText()
+        branch = self.branch.currentData()
+        return branch or module
+
+    def set_layer(self, layer: str, notify: bool = True) -> None:
+        module = layer.split(".")[0]
+        self._updating = True
+        self.module.setCurrentText(module)
+        self._fill_branches(module)
+        index = self.branch.findData(layer if "." in layer else None)
+        self.branch.setCurrentIndex(max(0, index))
+        self._updating = False
+        if notify:
+            self.layer_changed.emit(self.layer())
+
+    def _fill_branches(self, module: str) -> None:
+        self.branch.clear()
+        self.branch.addItem(self.WHOLE_MODULE, None)
+        for key in self._branches.get(module, ()):
+            self.branch.addItem(short_name(key), key)
+        self.branch.setEnabled(self.branch.count() > 1)
+
+    def _module_changed(self) -> None:
+        if self._updating:
+            return
+        self._updating = True
+        self._fill_branches(self.module.currentText())
+        self._updating = False
+        self.layer_changed.emit(self.layer())
+
+    def _branch_changed(self) -> None:
+        if not self._updating:
+            self.layer_changed.emit(self.layer())
+
+    def set_pending(self, text: str) -> None:
+        self.caption.setText(text)
+
+    def show_result(self, result: GradCamResult, crop: np.ndarray) -> None:
+        self._result, self._crop = result, crop
+        grid = "×".join(str(n) for n in result.heatmap.shape)
+        self.title.setText(f"Grad-CAM · {result.label}")
+        note = "" if result.peak > 0 else " · no positive evidence at this layer"
+        self.caption.setText(
+            f"class #{result.class_index} at {result.layer} ({grid} grid) · "
+            f"{result.seconds:.2f} s{note}"
+        )
+        self._redraw()
+
+    def clear(self) -> None:
+        self._result = None
+        self.view.set_array(None)
+        self.title.setText("Grad-CAM")
+        self.caption.setText("")
+
+    def _redraw(self) -> None:
+        if self._result is None or self._crop is None:
+            return
+        self.view.set_array(
+            overlay(self._crop, self._result.heatmap, "turbo", self.opacity.value() / 100)
+        )

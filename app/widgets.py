@@ -1,0 +1,228 @@
+"""Small drawing widgets: a scalable image view, probability bars, branch share bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen
+from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+ACCENT = QColor("#4c9be8")
+ACCENT_SOFT = QColor("#2f5f8f")
+TEXT = QColor("#e6e6e6")
+TEXT_DIM = QColor("#a0a4ab")
+TRACK = QColor("#3a3d43")
+HIGHLIGHT = QColor("#ffcc33")
+
+
+def to_qimage(rgb: np.ndarray) -> QImage:
+    """Return a QImage that owns a copy of uint8 RGB (H, W, 3) pixels."""
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return image.copy()  # the numpy buffer may go away; the QImage must not point into it
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    """Return uint8 RGB (H, W, 3) pixels of any QImage."""
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height = image.width(), image.height()
+    buffer = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
+    rows = buffer.reshape(height, image.bytesPerLine())
+    return rows[:, : 3 * width].reshape(height, width, 3).copy()
+
+
+class Panel(QFrame):
+    """A titled frame; every panel can be saved as a PNG from the window's Export menu."""
+
+    def __init__(self, title: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("panel")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.title = QLabel(title)
+        self.title.setObjectName("panelTitle")
+        self.body = QVBoxLayout(self)
+        self.body.setContentsMargins(10, 8, 10, 10)
+        self.body.setSpacing(6)
+        self.body.addWidget(self.title)
+
+
+class ImageView(QWidget):
+    """Shows an RGB array scaled to fit (aspect kept); reports the image pixel under the mouse.
+
+    ``hovered(x, y)`` gives image coordinates (x, y < 0 when the mouse leaves the image) and
+    ``clicked(x, y)`` a left click on the image. Small images are enlarged without smoothing so
+    every activation cell stays a crisp square.
+    """
+
+    hovered = Signal(float, float)
+    clicked = Signal(float, float)
+
+    def __init__(self, placeholder: str = "", minimum: int = 120, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._image: QImage | None = None
+        self.array: np.ndarray | None = None  # the pixels shown, as given
+        self._placeholder = placeholder
+        self._marker: QRectF | None = None
+        self._minimum = minimum
+        self.setMouseTracking(True)
+        self.setMinimumSize(minimum, minimum)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def sizeHint(self) -> QSize:
+        return QSize(self._minimum * 2, self._minimum * 2)
+
+    def set_array(self, rgb: np.ndarray | None) -> None:
+        self.array = rgb
+        self._image = None if rgb is None else to_qimage(rgb)
+        self._marker = None
+        self.update()
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.update()
+
+    def set_marker(self, rect: QRectF | None) -> None:
+        """Outline ``rect`` (image coordinates), e.g. the selected channel's tile."""
+        self._marker = rect
+        self.update()
+
+    def has_image(self) -> bool:
+        return self._image is not None
+
+    def image_size(self) -> QSize:
+        return self._image.size() if self._image is not None else QSize(0, 0)
+
+    def _target(self) -> QRectF:
+        if self._image is None:
+            return QRectF()
+        width, height = self._image.width(), self._image.height()
+        scale = min(self.width() / width, self.height() / height)
+        w, h = width * scale, height * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def to_image(self, point: QPointF) -> tuple[float, float] | None:
+        """Return the image pixel coordinates under a widget point, or None outside."""
+        target = self._target()
+        if self._image is None or not target.contains(point):
+            return None
+        x = (point.x() - target.left()) * self._image.width() / target.width()
+        y = (point.y() - target.top()) * self._image.height() / target.height()
+        return x, y
+
+    def to_widget(self, x: float, y: float) -> QPointF:
+        """Return the widget point that shows image pixel coordinates (x, y)."""
+        target = self._target()
+        return QPointF(target.left() + x * target.width() / self._image.width(),
+                       target.top() + y * target.height() / self._image.height())
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        if self._image is None:
+            painter.setPen(TEXT_DIM)
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                             self._placeholder)
+            return
+        target = self._target()
+        enlarging = target.width() >= self._image.width()
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, not enlarging)
+        painter.drawImage(target, self._image)
+        if self._marker is not None:
+            sx = target.width() / self._image.width()
+            sy = target.height() / self._image.height()
+            rect = QRectF(target.left() + self._marker.left() * sx,
+                          target.top() + self._marker.top() * sy,
+                          self._marker.width() * sx, self._marker.height() * sy)
+            painter.setPen(QPen(HIGHLIGHT, 2))
+            painter.drawRect(rect.adjusted(-1, -1, 1, 1))
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        position = self.to_image(event.position())
+        self.hovered.emit(*(position if position else (-1.0, -1.0)))
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.hovered.emit(-1.0, -1.0)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            position = self.to_image(event.position())
+            if position is not None:
+                self.clicked.emit(*position)
+
+
+@dataclass
+class Bar:
+    key: object
+    label: str
+    value: float  # 0..1, the bar's length
+    text: str  # shown at the right
+    mark: float | None = None  # 0..1, a tick on the bar (e.g. the share of channels)
+
+
+class BarChart(QWidget):
+    """Horizontal bars with a label above each; a click on a row emits ``chosen(key)``."""
+
+    chosen = Signal(object)
+
+    def __init__(self, row_height: int = 34, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._bars: list[Bar] = []
+        self._selected: object = None
+        self._row_height = row_height
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def set_bars(self, bars: Sequence[Bar], selected: object = None) -> None:
+        self._bars = list(bars)
+        self._selected = selected
+        self.setFixedHeight(max(1, len(self._bars)) * self._row_height + 4)
+        self.update()
+
+    def bars(self) -> list[Bar]:
+        return list(self._bars)
+
+    def set_selected(self, key: object) -> None:
+        self._selected = key
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        width = self.width()
+        font = QFont(self.font())
+        metrics_height = painter.fontMetrics().height()
+        for row, bar in enumerate(self._bars):
+            top = row * self._row_height + 2
+            selected = bar.key == self._selected and bar.key is not None
+            painter.setFont(font)
+            painter.setPen(HIGHLIGHT if selected else TEXT)
+            text_rect = QRectF(2, top, width - 4, metrics_height)
+            label = painter.fontMetrics().elidedText(bar.label, Qt.TextElideMode.ElideRight,
+                                                     int(width * 0.72))
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                             label)
+            painter.setPen(TEXT_DIM)
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                             bar.text)
+            bar_top = top + metrics_height + 2
+            bar_height = max(6, self._row_height - metrics_height - 8)
+            track = QRectF(2, bar_top, width - 4, bar_height)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(TRACK)
+            painter.drawRoundedRect(track, 3, 3)
+            filled = QRectF(track.left(), track.top(),
+                            track.width() * float(np.clip(bar.value, 0, 1)), bar_height)
+            painter.setBrush(HIGHLIGHT if selected else ACCENT)
+            painter.drawRoundedRect(filled, 3, 3)
+            if bar.mark is not None:
+                x = track.left() + track.width() * float(np.clip(bar.mark, 0, 1))
+                painter.setPen(QPen(TEXT, 2))
+                painter.drawLine(QPointF(x, bar_top - 2), QPointF(x, bar_top + bar_height + 2))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        row = int(event.position().y() // self._row_height)
+        if 0 <= row < len(self._bars) and self._bars[row].key is not None:
+            self.chosen.emit(self._bars[row].key)
