@@ -19,6 +19,10 @@ import numpy as np
 
 from .session import Analysis, GradCamResult, WeightsInfo
 
+# mkstemp creates files readable by their owner only; exports get the usual permissions.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary_path)`` and rename the result to ``path``; return ``path``."""
@@ -29,6 +33,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

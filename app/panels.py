@@ -200,7 +200,7 @@ class BranchView(QWidget):
         self.selected: int | None = None
         self.title = QLabel(short_name(key))
         self.title.setObjectName("branchTitle")
-        self.view = ImageView("", minimum=90)
+        self.view = ImageView("", minimum=90, align_top=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)

@@ -61,9 +61,14 @@ class ImageView(QWidget):
     hovered = Signal(float, float)
     clicked = Signal(float, float)
 
-    def __init__(self, placeholder: str = "", minimum: int = 120, parent: QWidget | None = None):
+    def __init__(self, placeholder: str = "", minimum: int = 120, parent: QWidget | None = None,
+                 align_top: bool = False):
         super().__init__(parent)
+        self._align_top = align_top
         self._image: QImage | None = None
+        # The image smoothly shrunk to the last size drawn: repainting (hover marks, resizes of
+        # other widgets) then costs a copy, not another smooth resample of a large grid.
+        self._shrunk: tuple[tuple[int, int], QImage] | None = None
         self.array: np.ndarray | None = None  # the pixels shown, as given
         self._placeholder = placeholder
         self._marker: QRectF | None = None
@@ -78,6 +83,7 @@ class ImageView(QWidget):
     def set_array(self, rgb: np.ndarray | None) -> None:
         self.array = rgb
         self._image = None if rgb is None else to_qimage(rgb)
+        self._shrunk = None
         self._marker = None
         self.update()
 
@@ -102,7 +108,8 @@ class ImageView(QWidget):
         width, height = self._image.width(), self._image.height()
         scale = min(self.width() / width, self.height() / height)
         w, h = width * scale, height * scale
-        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+        top = 0.0 if self._align_top else (self.height() - h) / 2
+        return QRectF((self.width() - w) / 2, top, w, h)
 
     def to_image(self, point: QPointF) -> tuple[float, float] | None:
         """Return the image pixel coordinates under a widget point, or None outside."""
@@ -127,9 +134,16 @@ class ImageView(QWidget):
                              self._placeholder)
             return
         target = self._target()
-        enlarging = target.width() >= self._image.width()
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, not enlarging)
-        painter.drawImage(target, self._image)
+        if target.width() >= self._image.width():
+            # Enlarged without smoothing: each activation cell stays a crisp square.
+            painter.drawImage(target, self._image)
+        else:
+            size = (round(target.width()), round(target.height()))
+            if self._shrunk is None or self._shrunk[0] != size:
+                self._shrunk = (size, self._image.scaled(
+                    *size, Qt.AspectRatioMode.IgnoreAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation))
+            painter.drawImage(target.topLeft(), self._shrunk[1])
         if self._marker is not None:
             sx = target.width() / self._image.width()
             sy = target.height() / self._image.height()

@@ -210,7 +210,7 @@ class MainWindow(QMainWindow):
         columns.addWidget(self.network_panel)
         columns.addWidget(right)
         columns.setStretchFactor(1, 1)
-        columns.setSizes([400, 820, 380])
+        self.columns = columns
         layout.addWidget(columns, 1)
         self.setCentralWidget(central)
 
@@ -724,6 +724,15 @@ class MainWindow(QMainWindow):
                      keys, self.grad_cam_result, lane=IO, description=f"saving {path}")
 
     # --- closing ------------------------------------------------------------------------------
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if not getattr(self, "_laid_out", False):
+            # Input and predictions on the left, the network in the middle, attribution on the
+            # right: a quarter, a half and a quarter of the width the window opens with.
+            self._laid_out = True
+            width = self.columns.width()
+            self.columns.setSizes([width // 4, width - 2 * (width // 4), width // 4])
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.worker.shutdown()

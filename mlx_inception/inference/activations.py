@@ -258,22 +258,33 @@ def _lookup_table(name: str) -> np.ndarray:
     return np.round(table).astype(np.uint8)
 
 
-_TABLES: dict[str, np.ndarray] = {}
+# Each table packed as one uint32 per colour (R, G, B, 0 in memory order): a lookup then moves
+# one 4-byte word per pixel, several times faster than gathering rows of three bytes.
+_PACKED: dict[str, np.ndarray] = {}
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    words = np.zeros(rgb.shape[:-1] + (4,), dtype=np.uint8)
+    words[..., :3] = rgb
+    return words.view(np.uint32)[..., 0]
 
 
 def apply_colormap(
     values: np.ndarray, name: str = "viridis", background: Sequence[int] = (0, 0, 0)
 ) -> np.ndarray:
     """Return uint8 RGB (..., 3) for values in [0, 1] (clipped); NaN becomes ``background``."""
-    if name not in _TABLES:
-        _TABLES[name] = _lookup_table(name)
-    values = np.asarray(values, dtype=np.float32)
-    missing = np.isnan(values)
-    indices = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255.0).astype(np.intp)
-    rgb = _TABLES[name][indices]
+    if name not in _PACKED:
+        _PACKED[name] = _pack(_lookup_table(name))
+    scaled = np.array(values, dtype=np.float32)  # a copy, also of a 0-d value
+    scaled *= np.float32(255.0)
+    missing = np.isnan(scaled)
+    scaled[missing] = 0.0
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    # Round half up (every value is >= 0 here).
+    words = _PACKED[name][(scaled + np.float32(0.5)).astype(np.uint8)]
     if missing.any():
-        rgb[missing] = np.asarray(background, dtype=np.uint8)
-    return rgb
+        words[missing] = _pack(np.asarray(background, dtype=np.uint8))
+    return words[..., None].view(np.uint8)[..., :3]
 
 
 # ----------------------------------------------------------------------------- channel grids
