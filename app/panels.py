@@ -302,6 +302,7 @@ class NetworkPanel(Panel):
         self.heading.setObjectName("heading")
         self.heading.setWordWrap(True)
         self.shares = BarChart(row_height=30)
+        self.shares.chosen.connect(lambda key: self.select(key.split(".")[0], key))
         self.shares_caption = QLabel(
             "bar: share of the module's total activation · tick: share of its channels"
         )

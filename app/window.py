@@ -358,6 +358,12 @@ class MainWindow(QMainWindow):
     def open_path(self, path: str | os.PathLike) -> None:
         """Open an image file (the path every file drop, dialog and recent entry takes)."""
         path = Path(os.path.expanduser(os.fspath(path)))
+        if path.is_dir():  # a dropped folder: its first image, then PgDn through the rest
+            images = folder_images(path)
+            if not images:
+                self.show_error(f"{path} holds no image files")
+                return
+            path = images[0]
         self._open(str(path), path.name)
 
     def open_bytes(self, data: bytes, name: str) -> None:

@@ -31,7 +31,7 @@ from mlx_inception_app.workers import Worker  # noqa: E402
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QEvent, QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent, QImage, QMouseEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QDialog, QPushButton  # noqa: E402
 
 import mlx_inception  # noqa: E402
 from mlx_inception import InceptionV3, InceptionV3Config, Preprocessing  # noqa: E402
@@ -187,6 +187,27 @@ def test_an_image_address_dragged_from_a_browser_is_downloaded_and_classified(
     assert window.analysis.path is None  # it came as bytes, not from a file
 
 
+def test_an_image_embedded_in_dragged_html_is_classified(qtbot, window, photos):
+    import base64
+
+    encoded = base64.b64encode(photos["astronaut"].read_bytes()).decode()
+    mime = QMimeData()
+    mime.setHtml(f'<p>an astronaut</p><img alt="x" src="data:image/png;base64,{encoded}">')
+    drop(window, mime)
+    settle(qtbot, window)
+    assert window.last_error is None
+    assert window.analysis.name == "dropped image"
+    assert window.analysis.original_size == (512, 512)
+
+
+def test_a_dropped_folder_opens_its_first_image(qtbot, window, photos):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(photos["chelsea"].parent))])
+    drop(window, mime)
+    settle(qtbot, window)
+    assert window.analysis.name == "astronaut.png"  # first in name order
+
+
 def test_an_image_pasted_from_the_clipboard_is_classified(qtbot, window, photos):
     QApplication.clipboard().setImage(QImage(str(photos["astronaut"])))
     window.paste()
@@ -267,6 +288,17 @@ def test_switching_module_and_branch_updates_the_grids(qtbot, chelsea_window):
     panel.navigator.setCurrentItem(stem_item)  # what a click in the navigator does
     assert list(panel.views) == ["Conv2d_2a_3x3"]
     assert panel.views["Conv2d_2a_3x3"].grid.tile_height == 51
+
+
+def test_clicking_a_branch_share_bar_shows_that_branch(qtbot, chelsea_window):
+    panel = chelsea_window.network_panel
+    panel.select("Mixed_7b")
+    bars = panel.shares
+    row = [bar.key for bar in bars.bars()].index("Mixed_7b.branch3x3")
+    qtbot.mouseClick(bars, Qt.MouseButton.LeftButton,
+                     pos=QPointF(bars.width() / 2, row * 30 + 15).toPoint())
+    assert (panel.module, panel.branch) == ("Mixed_7b", "Mixed_7b.branch3x3")
+    assert list(panel.views) == ["Mixed_7b.branch3x3"]
 
 
 def test_sorting_and_normalising_change_the_grid_as_the_package_computes(qtbot, chelsea_window):
@@ -592,6 +624,22 @@ def test_a_registry_name_is_downloaded_with_progress_and_loaded(qtbot, tmp_path,
     window.open_path(photos["coffee"])
     settle(qtbot, window)
     assert window.analysis.crop.shape == (299, 299, 3)  # the registry's preprocessing
+
+
+def test_the_weights_dialog_returns_the_chosen_source(qtbot):
+    from mlx_inception_app.dialogs import WeightsDialog
+
+    from mlx_inception.checkpoints import registry
+
+    dialog = WeightsDialog()
+    qtbot.addWidget(dialog)
+    names = [dialog.name.itemText(i) for i in range(dialog.name.count())]
+    assert names == registry.names()
+    dialog.name.setCurrentText("timm/inception_v3.gluon_in1k")
+    use = next(b for b in dialog.findChildren(QPushButton) if b.text() == "Use")
+    use.click()
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert dialog.source() == "timm/inception_v3.gluon_in1k"
 
 
 # ------------------------------------------------------------------------------------- worker
