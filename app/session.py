@@ -48,7 +48,6 @@ class WeightsInfo:
     modules: list[NetworkModule]
     layers: list[str]
     labels: list[str] | None
-    crop_size: int
     # Why sources tried before this one were not used (startup falls back to random weights).
     notes: list[str] = field(default_factory=list)
 
@@ -202,7 +201,7 @@ class ModelSession:
 
     # --- weights ------------------------------------------------------------------------------
 
-    def load_weights(self, source: str | os.PathLike | None, **hub_options: Any) -> WeightsInfo:
+    def load_weights(self, source: str | os.PathLike | None) -> WeightsInfo:
         """Load ``source`` (registry name, repo id, directory, checkpoint) or, for None or
         ``"random"``, a randomly initialised network; return what is loaded."""
         if source is None or str(source) == RANDOM_WEIGHTS:
@@ -214,7 +213,7 @@ class ModelSession:
             description = f"randomly initialised network (torchvision's init, seed {RANDOM_SEED})"
             pretrained, source = False, RANDOM_WEIGHTS
         else:
-            model = mlx_inception.load(source, **hub_options)
+            model = mlx_inception.load(source)
             description = describe_weights(model, str(source))
             pretrained = True
         self._use(model)
@@ -226,7 +225,6 @@ class ModelSession:
             modules=network_modules(model),
             layers=spatial_layers(model),
             labels=load_labels(model.config),
-            crop_size=model.config.preprocessing.crop_size,
         )
         return self.info
 
@@ -261,7 +259,7 @@ class ModelSession:
         Raises ``ImageError`` for anything that is not a readable image.
         """
         if self.model is None or self.info is None:
-            raise RuntimeError("no network loaded yet")
+            raise ValueError("no network loaded yet")
         start = time.perf_counter()
         original = load_image(source)
         preprocessing = self.model.config.preprocessing
@@ -308,7 +306,7 @@ class ModelSession:
     ) -> GradCamResult:
         """Return the Grad-CAM of the last analysed image (which must be ``request``)."""
         if self.model is None or self._taps is None or self._request != request:
-            raise RuntimeError("the image this Grad-CAM was asked for is no longer loaded")
+            raise ValueError("the image this Grad-CAM was asked for is no longer loaded")
         start = time.perf_counter()
         # Hand back the recorded activations so only the layers after ``layer`` run again.
         taps = {key: mx.array(value[None]) for key, value in self._taps.items()

@@ -344,8 +344,6 @@ class MainWindow(QMainWindow):
     def load_weights(self, source: str) -> None:
         """Load weights from a registry name, repo id, folder, checkpoint or "random"."""
         self._weights_source = source
-        self.worker.cancel("analyse")
-        self.worker.cancel("gradcam")
         self.banner.setText(f"Loading weights: {source}…")
         if source == RANDOM_WEIGHTS or is_local_source(source):
             self._submit("weights", self.session.load_weights,
@@ -448,9 +446,7 @@ class MainWindow(QMainWindow):
             self.gradcam_panel.set_pending(f"Grad-CAM failed: {message}")
             return
         if kind in ("weights", "download"):
-            self.banner.setText(
-                self.info.description if self.info else "No network loaded"
-            )
+            self._show_weights(self.info)
             self.show_error(f"Could not load weights: {message}")
             if self.info is None:
                 self._submit("weights", self.session.load_weights, None,
@@ -489,12 +485,14 @@ class MainWindow(QMainWindow):
         self.last_error = None
         self.error_label.hide()
 
-    def _weights_loaded(self, info: WeightsInfo) -> None:
-        self.info = info
-        if info.pretrained:
+    def _show_weights(self, info: WeightsInfo | None) -> None:
+        """Say in the banner what network is loaded (in orange when it is not a trained one)."""
+        if info is None:
+            self.banner.setProperty("warning", True)
+            self.banner.setText("No network loaded yet")
+        elif info.pretrained:
             self.banner.setProperty("warning", False)
             self.banner.setText(f"Weights: {info.description}")
-            self.settings.setValue("weights/last", self._weights_source or info.source)
         else:
             self.banner.setProperty("warning", True)
             self.banner.setText(
@@ -505,6 +503,13 @@ class MainWindow(QMainWindow):
             )
         self.banner.style().unpolish(self.banner)
         self.banner.style().polish(self.banner)
+
+    def _weights_loaded(self, info: WeightsInfo) -> None:
+        self.info = info
+        self.worker.cancel("gradcam")  # a Grad-CAM of the previous network's analysis
+        if info.pretrained:
+            self.settings.setValue("weights/last", self._weights_source or info.source)
+        self._show_weights(info)
         if info.notes:
             self.show_error("Weights not used: " + "; ".join(info.notes))
         self.network_panel.set_network(info)
