@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -42,7 +43,8 @@ class WeightsDialog(QDialog):
         self.name.setEditable(True)
         for name, description in registered_weights():
             self.name.addItem(name)
-            self.name.setItemData(self.name.count() - 1, description, 0x0003)  # tooltip role
+            self.name.setItemData(self.name.count() - 1, description,
+                                  Qt.ItemDataRole.ToolTipRole)
         self.name.setCurrentText(current or "")
         self.name.lineEdit().setPlaceholderText("registry name or owner/repo")
         use_name = QPushButton("Use")

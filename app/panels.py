@@ -97,6 +97,10 @@ class InputPanel(Panel):
 
     def show_analysis(self, analysis: Analysis, info: WeightsInfo | None) -> None:
         self.original.set_array(analysis.preview)
+        # Outline on the original where the network's crop comes from.
+        scale = analysis.preview.shape[1] / analysis.original_size[0]
+        left, top, right, bottom = (v * scale for v in analysis.crop_region)
+        self.original.set_marker(QRectF(left, top, right - left, bottom - top))
         self.crop.set_array(analysis.crop)
         width, height = analysis.original_size
         self.original_caption.setText(f"{analysis.name}\n{width}×{height} px")
@@ -529,6 +533,7 @@ class ChannelPanel(Panel):
         super().__init__("Channel", parent)
         row = QHBoxLayout()
         self.map_view = ImageView("Click a channel in a grid", minimum=120)
+        self.map_view.hovered.connect(self._hover)
         self.overlay_view = ImageView("", minimum=120)
         row.addWidget(self.map_view, 1)
         row.addWidget(self.overlay_view, 1)
@@ -545,6 +550,8 @@ class ChannelPanel(Panel):
         self.key: str | None = None
         self.channel: int | None = None
         self._values: np.ndarray | None = None
+        self._raw: np.ndarray | None = None
+        self._summary = ""
         self._crop: np.ndarray | None = None
         self._colormap = "viridis"
 
@@ -552,19 +559,31 @@ class ChannelPanel(Panel):
                      colormap: str) -> None:
         self.key, self.channel = key, channel
         values = maps[:, :, channel]
+        self._raw = values
         self._values = normalise({key: values[:, :, None]}, "channel")[key][:, :, 0]
         self._crop, self._colormap = crop, colormap
         self.title.setText(f"Channel {channel} of {short_name(key)}")
         self.map_view.set_array(apply_colormap(self._values, colormap))
-        self.caption.setText(
+        self._summary = (
             f"{key} · channel {channel} of {maps.shape[-1]} · {values.shape[0]}×{values.shape[1]}"
             f" · mean {values.mean():.3g} · max {values.max():.3g}"
         )
+        self.caption.setText(self._summary)
         self._redraw_overlay()
+
+    def _hover(self, x: float, y: float) -> None:
+        if self._raw is None:
+            return
+        row, column = int(y), int(x)
+        if 0 <= row < self._raw.shape[0] and 0 <= column < self._raw.shape[1]:
+            self.caption.setText(f"{self._summary}\ny {row}, x {column} · value "
+                                 f"{self._raw[row, column]:.4g}")
+        else:
+            self.caption.setText(self._summary)
 
     def clear(self) -> None:
         self.key = self.channel = None
-        self._values = None
+        self._values = self._raw = None
         self.title.setText("Channel")
         self.map_view.set_array(None)
         self.overlay_view.set_array(None)

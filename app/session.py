@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 import mlx_inception
-from mlx_inception import InceptionV3
+from mlx_inception import InceptionV3, Preprocessing
 from mlx_inception.data.images import describe, load_image
 from mlx_inception.data.labels import load_labels
-from mlx_inception.data.transforms import center_crop, normalize
+from mlx_inception.data.transforms import center_crop, crop_box, normalize, resized_shape
 from mlx_inception.errors import ImageError, InceptionError
 from mlx_inception.inference.activations import (
     NetworkModule,
@@ -61,6 +61,8 @@ class Analysis:
     original_size: tuple[int, int]  # (width, height) as decoded
     preview: np.ndarray  # uint8 (h, w, 3): the image shrunk for display (longer side <= 900)
     crop: np.ndarray  # uint8 (S, S, 3): exactly the pixels the network sees
+    # Where that crop lies in the original image: (left, top, right, bottom) in its pixels.
+    crop_region: tuple[float, float, float, float]
     probabilities: np.ndarray
     top_k: list[TopK]
     taps: dict[str, np.ndarray]  # every activation without the batch axis, float32
@@ -93,6 +95,18 @@ def preview(image: Image.Image, size: int = PREVIEW_SIZE) -> np.ndarray:
         image = image.copy()
         image.thumbnail((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def crop_region(
+    size: tuple[int, int], preprocessing: Preprocessing
+) -> tuple[float, float, float, float]:
+    """Return the centre crop's box in the original image's pixels (it is taken after resizing)."""
+    width, height = size
+    resized_width, resized_height = resized_shape(width, height, preprocessing.resize_size)
+    left, top, right, bottom = crop_box(resized_width, resized_height, preprocessing.crop_size,
+                                        preprocessing.crop_size)
+    sx, sy = width / resized_width, height / resized_height
+    return left * sx, top * sy, right * sx, bottom * sy
 
 
 def describe_weights(model: InceptionV3, source: str) -> str:
@@ -290,6 +304,7 @@ class ModelSession:
             request=request,
             name=name or (Path(path).name if path else describe(source)),
             original_size=original.size,
+            crop_region=crop_region(original.size, preprocessing),
             preview=preview(original),
             crop=crop,
             probabilities=probabilities_np,

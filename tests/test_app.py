@@ -164,6 +164,20 @@ def test_the_crop_shown_is_exactly_what_the_network_sees(qtbot, chelsea_window, 
     assert "451×300" in chelsea_window.input_panel.original_caption.text()
 
 
+def test_the_original_is_outlined_where_the_crop_comes_from(qtbot, chelsea_window):
+    # chelsea is 451x300; the small weights resize the shorter side to 122 and crop 107, so the
+    # crop covers 107/122 of the height, centred: a 263.1-pixel square of the original.
+    analysis = chelsea_window.analysis
+    left, top, right, bottom = analysis.crop_region
+    side = 300 * 107 / 122
+    assert right - left == pytest.approx(side, abs=1.0)
+    assert bottom - top == pytest.approx(side, abs=1e-6)
+    assert (left + right) / 2 == pytest.approx(451 / 2, abs=2.0)
+    assert (top + bottom) / 2 == pytest.approx(150, abs=2.0)
+    marker = chelsea_window.input_panel.original._marker
+    assert marker.width() == pytest.approx(right - left)  # the preview is the original's size
+
+
 def test_image_data_dragged_from_a_browser_is_classified(qtbot, window, photos, small_model):
     pixels = np.asarray(load_image(photos["coffee"]))
     mime = QMimeData()
