@@ -705,6 +705,16 @@ def test_the_gui_thread_keeps_running_while_a_job_works(qtbot):
     assert len(ticks) >= 15
 
 
+def test_the_window_shows_a_busy_indicator_while_work_runs(qtbot, window):
+    release = threading.Event()
+    window._submit("slow", release.wait, 10, description="thinking hard")
+    qtbot.waitUntil(lambda: window.busy_bar.isVisibleTo(window), timeout=5000)
+    assert window.busy_text.text() == "thinking hard…"
+    release.set()
+    settle(qtbot, window)
+    assert not window.busy_bar.isVisibleTo(window)
+
+
 def test_a_failing_job_is_reported_not_raised(qtbot):
     worker = Worker()
     failures = []
