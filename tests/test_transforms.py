@@ -91,7 +91,7 @@ def test_timm_crop_pct_gives_a_resize_to_341_bicubic():
 
 
 @pytest.mark.parametrize(
-    "size", [(451, 300), (300, 451), (299, 299), (1000, 3), (3, 1000), (343, 342)]
+    "size", [(451, 300), (300, 451), (299, 299), (700, 93), (93, 700), (343, 342)]
 )
 def test_resize_shorter_matches_torchvision_resize_for_every_aspect_ratio(size):
     image = Image.fromarray(

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(folder), "evaluate", quiet=args.quiet)
     result = evaluate(predictor, folder, mapping=how, on_progress=progress.update)
     progress.clear()
-    for path, error in result.failed:
+    for _, error in result.failed:
         print(f"error: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))
