@@ -8,9 +8,12 @@ import json
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..data.folder import find_images
+
+if TYPE_CHECKING:  # the predictor imports MLX; `--help` should not
+    from ..inference.predictor import Prediction
 
 FALLBACK_WEIGHTS = "inception_v3.tv_in1k"
 
@@ -22,6 +25,14 @@ def default_weights() -> str:
     except ImportError:  # a build without the registry
         return FALLBACK_WEIGHTS
     return default_name()
+
+
+def positive_int(text: str) -> int:
+    """Return ``text`` as an integer of at least 1 (an argparse type)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -39,7 +50,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
         help="compute dtype; half precision folds BatchNorm into the convolutions in float32 first",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=batch_size, help="network inputs per forward pass"
+        "--batch-size",
+        type=positive_int,
+        default=batch_size,
+        help="network inputs per forward pass",
     )
     parser.add_argument(
         "--crops",
@@ -66,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder or glob")
     add_model_arguments(parser, batch_size=8)
-    parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="classes listed per image")
     parser.add_argument(
         "--json",
         action="store_true",
@@ -158,7 +172,7 @@ class Progress:
         self.stream.flush()
 
 
-def format_prediction(prediction, top_k: int) -> list[str]:
+def format_prediction(prediction: Prediction) -> list[str]:
     """Return the human-readable lines for one prediction: the path, then one line per class."""
     lines = [prediction.source]
     for rank, entry in enumerate(prediction.top_k, start=1):
@@ -168,20 +182,15 @@ def format_prediction(prediction, top_k: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InceptionError
     from ..inference.predictor import Predictor
 
-    if args.top_k < 1:
-        raise InceptionError(f"--top-k must be at least 1, not {args.top_k}")
     files, missing = expand_paths(args.paths)
     failed = 0
     for path, message in missing:
         failed += 1
         _report_error(path, message, args.json)
     if not files:
-        if not missing:
-            raise InceptionError("no image files to predict")
-        return 1
+        return 1  # every argument was reported above; loading weights would be wasted
     predictor = Predictor.from_source(
         args.weights,
         dtype=args.dtype,
@@ -198,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(prediction.to_dict()), flush=True)
         else:
-            print("\n".join(format_prediction(prediction, args.top_k)), flush=True)
+            print("\n".join(format_prediction(prediction)), flush=True)
         progress.update(done)
     if failed and not args.json:
         print(f"{len(files) + len(missing) - failed} predicted, {failed} failed", file=sys.stderr)

@@ -166,7 +166,9 @@ class Predictor:
                 return describe(source), f"{describe(source)}: {type(error).__name__}: {error}"
 
         iterator = iter(sources)
-        lookahead = max(2 * self.batch_size, 2 * self.workers)
+        # Decode about two batches ahead, counted in network inputs: 144 crops of one 299-pixel
+        # image are already 150 MB of float32.
+        lookahead = max(2 * self.workers, -(-2 * self.batch_size // self.crops))
         with ThreadPoolExecutor(self.workers) as pool:
             pending = [pool.submit(work, s) for s in islice(iterator, lookahead)]
             while pending:
