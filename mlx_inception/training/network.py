@@ -1,0 +1,167 @@
+"""The network to train: built from torchvision's init or from pretrained weights, heads
+replaced for a new set of classes, and parts frozen for fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..checkpoints.store import model_weights
+from ..model import InceptionV3, InceptionV3Config, Preprocessing
+from ..model.inception_v3 import MIXED, STEM
+from .recipe import EVAL_RESIZE_RATIO, ConfigError, TrainConfig
+
+# The classifier heads; everything else is the backbone. TF-slim's fine-tuning trains exactly
+# these scopes (trainable_scopes=InceptionV3/Logits,InceptionV3/AuxLogits).
+HEADS = ("fc", "AuxLogits")
+# Modules in the order data flows through them (the pools have no parameters but may be named).
+MODULE_ORDER = STEM + MIXED
+
+
+def is_statistic(key: str) -> bool:
+    """Return True for BatchNorm running statistics (state, not trained by gradients)."""
+    return key.endswith(("running_mean", "running_var"))
+
+
+def is_decayed(key: str) -> bool:
+    """Return True for the weights TF-slim's L2 regulariser covers: conv and fc weights.
+
+    ``inception_v3_arg_scope`` puts ``l2_regularizer(weight_decay)`` on ``slim.conv2d`` and
+    ``slim.fully_connected`` weights only: no BatchNorm parameters, no biases.
+    """
+    return key.endswith(("conv.weight", "fc.weight"))
+
+
+def preprocessing_for(size: int, base: Preprocessing | None = None) -> Preprocessing:
+    """Return evaluation preprocessing for ``size`` px crops, torchvision's 342/299 resize ratio
+    kept, the normalisation of ``base`` (ImageNet mean/std when None)."""
+    base = base or Preprocessing()
+    if base.crop_size == size:
+        return replace(base)
+    return replace(base, resize_size=int(round(size * EVAL_RESIZE_RATIO)), crop_size=size)
+
+
+def build_network(
+    config: TrainConfig, classes: list[str], saved: InceptionV3Config | None = None
+) -> tuple[InceptionV3, list[str]]:
+    """Return the network to train (float32, training mode) and notes on how it was built.
+
+    From scratch: torchvision's initialisation, seeded by ``config.seed``. With ``config.init``:
+    every weight of those weights whose name and shape fit is copied; ``fc`` and
+    ``AuxLogits.fc`` start at zero when the number of classes differs (the rest of the aux
+    head, when the weights have none, from torchvision's initialisation). ``saved``: the
+    architecture of a checkpoint being resumed (its weights are loaded by the caller; the
+    initial weights are not needed again).
+    """
+    notes: list[str] = []
+    mx.random.seed(config.seed)
+    if saved is not None:
+        model = InceptionV3(saved, init_weights=False)
+        set_batchnorm_momentum(model, config.bn_momentum)
+        model.train()
+        return model, notes
+    model_config = InceptionV3Config(
+        num_classes=len(classes),
+        aux_logits=bool(config.aux_logits),
+        dropout=config.dropout,
+        preprocessing=preprocessing_for(config.image_size),
+        labels=list(classes),
+        source={"trained_from": "scratch"},
+    )
+    source_weights: dict[str, mx.array] = {}
+    if config.init:
+        from ..loading import load  # imported here: loading pulls in conversion code
+
+        pretrained = load(config.init)
+        base = pretrained.config
+        source_weights = model_weights(pretrained)
+        model_config = replace(
+            model_config,
+            transform_input=base.transform_input,
+            pool_count_include_pad=base.pool_count_include_pad,
+            preprocessing=preprocessing_for(config.image_size, base.preprocessing),
+            source={"trained_from": str(config.init), "init_source": dict(base.source)},
+        )
+        del pretrained
+    model = InceptionV3(model_config)
+    if source_weights:
+        fresh = model_weights(model)
+        copied, replaced = [], set()
+        for key, value in fresh.items():
+            old = source_weights.get(key)
+            if old is not None and old.shape == value.shape:
+                copied.append((key, old.astype(mx.float32)))
+            else:
+                replaced.add(key.rsplit(".", 1)[0])
+        # A new classifier starts at zero (BiT's fine-tuning rule, Kolesnikov et al. 2020): the
+        # first predictions are uniform (loss ln K) instead of torchvision's std-0.1 weights
+        # giving confident random logits that the first updates must undo.
+        for key in (k for k in fresh if k.rsplit(".", 1)[0] in ("fc", "AuxLogits.fc")):
+            if key.rsplit(".", 1)[0] in replaced:
+                copied.append((key, mx.zeros_like(fresh[key])))
+        model.load_weights(copied, strict=False)
+        if replaced:
+            notes.append(
+                f"new (classifiers zero-initialised): {', '.join(sorted(replaced))} "
+                f"({len(classes)} classes; the weights have {_class_count(source_weights)})"
+            )
+        kept = {k.split(".")[0] for k in fresh}
+        unused = sorted({k.split(".")[0] for k in source_weights} - kept)
+        if unused:
+            notes.append(f"not used from the initial weights: {', '.join(unused)}")
+    set_batchnorm_momentum(model, config.bn_momentum)
+    model.train()
+    mx.eval(model.parameters())
+    return model, notes
+
+
+def _class_count(weights: dict[str, mx.array]) -> str:
+    fc = weights.get("fc.weight")
+    return f"{fc.shape[0]} classes" if fc is not None else "no fc"
+
+
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> None:
+    """Set every BatchNorm's running-statistics momentum (PyTorch's convention)."""
+    for _, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm):
+            module.momentum = momentum
+
+
+def frozen_modules(spec: str) -> list[str]:
+    """Return the top-level modules that ``spec`` freezes, in data-flow order.
+
+    ``"none"``; ``"backbone"`` (everything but ``fc`` and ``AuxLogits``); or a module name such
+    as ``"Mixed_6e"``: that module and every module before it.
+    """
+    if spec in ("none", "", None):
+        return []
+    if spec == "backbone":
+        chosen = list(MODULE_ORDER)
+    elif spec in MODULE_ORDER:
+        chosen = list(MODULE_ORDER[: MODULE_ORDER.index(spec) + 1])
+    else:
+        raise ConfigError(
+            f"--freeze {spec!r} is not 'none', 'backbone' or a module name "
+            f"({MODULE_ORDER[0]}, ..., {MODULE_ORDER[-1]})"
+        )
+    return [name for name in chosen if not name.startswith("maxpool")]
+
+
+def freeze(model: InceptionV3, names: list[str]) -> None:
+    """Exclude the parameters of the modules ``names`` from training."""
+    for name in names:
+        getattr(model, name).freeze()
+
+
+def set_training_mode(model: nn.Module, frozen: list[str]) -> None:
+    """Put the model in training mode, its frozen modules in evaluation mode.
+
+    A frozen module is a fixed function: its BatchNorm normalises with its running statistics
+    and does not update them (as Keras does for frozen layers). Otherwise a pretrained
+    backbone's statistics would drift to the new data while its weights could not follow.
+    """
+    model.train()
+    for name in frozen:
+        getattr(model, name).eval()

@@ -1,0 +1,328 @@
+"""The paper's training recipe and the fine-tuning recipe, in one place, each value cited.
+
+``TrainConfig`` holds everything a run needs. Its defaults are the from-scratch recipe of
+Szegedy et al. 2015, "Rethinking the Inception Architecture" (section numbers below refer to it),
+filled in from Google's released TensorFlow code where the paper is silent. ``FINE_TUNE`` lists
+the values that change when training starts from pretrained weights (``init``), taken from
+TF-slim's ``scripts/finetune_inception_v3_on_flowers.sh``. ``resolve`` turns user overrides into
+the final configuration, which the trainer saves as ``RUN_DIR/train_config.json``.
+
+Sources:
+  [paper]   the paper, section 7 (label smoothing) and section 8 (training methodology)
+  [dist]    tensorflow/models research/inception/inception_distributed_train.py: the paper's
+            setup (50 synchronous replicas x 32 images, RMSProp decay/momentum/epsilon,
+            0.045 x 0.94 every 2 epochs, parameter averaging incl. BatchNorm statistics)
+  [model]   research/inception/inception/inception_model.py: MOVING_AVERAGE_DECAY = 0.9999
+  [slim]    research/slim/train_image_classifier.py: aux loss weight 0.4, label smoothing
+            and moving-average flags, RMSProp flags
+  [slimnet] research/slim/nets/inception_v3.py + inception_utils.py: L2 weight decay 4e-5 on
+            conv and fully connected weights, BatchNorm decay 0.9997, dropout keep 0.8
+  [slimpre] research/slim/preprocessing/inception_preprocessing.py: crop area 5%-100%,
+            aspect ratio 3/4-4/3, random horizontal flip
+  [flowers] research/slim/scripts/finetune_inception_v3_on_flowers.sh: fine-tuning
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InceptionError
+
+
+class ConfigError(InceptionError):
+    """A training configuration that cannot be run (bad value, bad combination)."""
+
+
+# The smallest input with a 17x17 grid at Mixed_6e, which the auxiliary head's 5x5/3 pooling
+# and 5x5 convolution need (at 298 px the grid is 16x16 and the head cannot run).
+AUX_MIN_IMAGE_SIZE = 299
+# Inception-v3's smallest input (the stem's strided convolutions and pools need 75 px).
+MIN_IMAGE_SIZE = 75
+# torchvision's evaluation transform resizes the shorter side to 342 for a 299 crop; other
+# training sizes keep that ratio.
+EVAL_RESIZE_RATIO = 342 / 299
+
+
+def _cited(default: Any, source: str, help: str) -> Any:
+    """A dataclass field whose metadata records where its default comes from."""
+    if isinstance(default, (list, dict)):
+        return field(
+            default_factory=lambda: json.loads(json.dumps(default)),  # a fresh copy each time
+            metadata={"source": source, "help": help},
+        )
+    return field(default=default, metadata={"source": source, "help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the defaults are the paper's from-scratch recipe."""
+
+    # --- what to train on, where to write -------------------------------------------------
+    data: str = _cited("", "-", "training ImageFolder: one sub-folder of images per class")
+    out: str = _cited("", "-", "run directory: checkpoints, metrics, curves, config")
+    val: str | None = _cited(None, "-", "validation ImageFolder with the same class names")
+    val_split: float = _cited(
+        0.1, "ours", "fraction of each class held out for validation when no --val is given "
+        "(0 = no validation)"
+    )
+    init: str | None = _cited(
+        None, "-", "start from these weights (anything mlx_inception.load takes); "
+        "switches to the fine-tuning recipe"
+    )
+    freeze: str = _cited(
+        "none", "-", "'none', 'backbone' (train only fc and AuxLogits) or a module name: "
+        "freeze everything up to and including it (e.g. Mixed_6e)"
+    )
+
+    # --- schedule and batch -------------------------------------------------------------------
+    epochs: int = _cited(100, "[paper] 8: 100 epochs", "number of passes over the training set")
+    max_steps: int | None = _cited(
+        None, "-", "stop (with a resumable checkpoint) after this many optimizer steps in total"
+    )
+    batch_size: int = _cited(
+        32, "[paper] 8: batch 32 per replica", "global batch: images per optimizer step, "
+        "over all processes"
+    )
+    micro_batches: int = _cited(
+        1, "ours", "split each process's share of the batch into this many BatchNorm groups "
+        "whose gradients are averaged (gradient accumulation)"
+    )
+    image_size: int = _cited(299, "[paper] 6: 299x299 input", "training crop size in pixels")
+
+    # --- optimizer: TF's RMSProp ------------------------------------------------------------
+    learning_rate: float | None = _cited(
+        None, "rule", "learning rate; default: base_learning_rate * batch_size / reference_batch"
+    )
+    base_learning_rate: float = _cited(
+        0.045, "[paper] 8, [dist] initial_learning_rate", "learning rate at reference_batch"
+    )
+    reference_batch: int = _cited(
+        1600, "[dist] 50 replicas x 32, averaged by SyncReplicasOptimizer",
+        "global batch that base_learning_rate was used with (linear scaling rule)"
+    )
+    lr_decay_rate: float = _cited(0.94, "[paper] 8, [dist]", "learning rate decay factor")
+    lr_decay_epochs: float = _cited(
+        2.0, "[paper] 8, [dist] num_epochs_per_decay", "epochs between decays (staircase; "
+        "0 = constant learning rate)"
+    )
+    rmsprop_decay: float = _cited(0.9, "[paper] 8, [dist] RMSPROP_DECAY", "RMSProp decay")
+    rmsprop_momentum: float = _cited(0.9, "[dist] RMSPROP_MOMENTUM, [slim]", "RMSProp momentum")
+    rmsprop_epsilon: float = _cited(
+        1.0, "[paper] 8, [dist] RMSPROP_EPSILON", "RMSProp epsilon (inside the square root)"
+    )
+    clip_norm: float = _cited(
+        2.0, "[paper] 8: gradient clipping with threshold 2.0", "clip the gradient's global "
+        "norm to this (0 = off)"
+    )
+    weight_decay: float = _cited(
+        4e-5, "[slimnet] weight_decay", "L2 penalty (wd/2)*|w|^2 on conv and fc weights (not "
+        "BatchNorm, not biases)"
+    )
+
+    # --- loss ----------------------------------------------------------------------------------
+    label_smoothing: float = _cited(0.1, "[paper] 7: epsilon 0.1, u(k) = 1/K", "label smoothing")
+    aux_weight: float = _cited(0.4, "[slim] aux_loss weights=0.4", "weight of the aux head's loss")
+
+    # --- model regularisation and statistics -------------------------------------------------
+    dropout: float = _cited(0.2, "[slimnet] dropout_keep_prob 0.8", "dropout before fc")
+    bn_momentum: float = _cited(
+        0.0003, "[slimnet] batch_norm_decay 0.9997", "BatchNorm running-statistics momentum "
+        "(PyTorch convention: new = (1 - m) * old + m * batch)"
+    )
+    ema_decay: float = _cited(
+        0.9999, "[paper] 8 running average, [model] MOVING_AVERAGE_DECAY", "exponential moving "
+        "average of the weights used for evaluation (0 = off)"
+    )
+
+    # --- augmentation ---------------------------------------------------------------------------
+    crop_scale: list[float] = _cited(
+        [0.05, 1.0], "[slimpre] area_range", "random crop area, as fractions of the image"
+    )
+    crop_ratio: list[float] = _cited(
+        [0.75, 4 / 3], "[slimpre] aspect_ratio_range", "random crop aspect ratio range"
+    )
+    flip: bool = _cited(
+        True, "[slimpre] random_flip_left_right", "mirror half the training images (turn off "
+        "for text, digits and other handed images)"
+    )
+
+    # --- execution -------------------------------------------------------------------------------
+    dtype: str = _cited(
+        "float32", "-", "compute dtype: float32 or bfloat16 (float32 master weights and "
+        "BatchNorm statistics either way)"
+    )
+    seed: int = _cited(0, "-", "seed for initialisation, shuffling, augmentation and dropout")
+    workers: int = _cited(4, "-", "image decoding threads")
+    prefetch: int = _cited(4, "-", "batches decoded ahead of the training step")
+    compile: bool = _cited(True, "-", "mx.compile the training step")
+
+    # --- filled in by resolve() ---------------------------------------------------------------
+    recipe: str = _cited("scratch", "-", "'scratch' (the paper) or 'fine-tune' (set by init)")
+    aux_logits: bool | None = _cited(
+        None, "-", "train the auxiliary head; default: when image_size >= 299"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting(s): {', '.join(unknown)}; see `mlx-inception train "
+                "--help`"
+            )
+        return cls(**data)
+
+
+# Values that change when fine-tuning pretrained weights, with their sources. The learning rate
+# depends on what trains: TF-slim's flowers script uses 0.01 for the new head alone (stage 1)
+# and 0.0001 once every layer trains (stage 2), both at batch 32 with a fixed rate.
+FINE_TUNE: dict[str, tuple[Any, str]] = {
+    "epochs": (10, "[flowers] 1000 steps x 32 images ~ 10 epochs of its 3,320 images"),
+    "freeze": ("backbone", "[flowers] trainable_scopes=Logits,AuxLogits (stage 1)"),
+    "base_learning_rate": (0.01, "[flowers] learning_rate=0.01 (head only)"),
+    "reference_batch": (32, "[flowers] batch_size=32"),
+    "lr_decay_epochs": (0.0, "[flowers] learning_rate_decay_type=fixed"),
+    "label_smoothing": (0.0, "[slim] label_smoothing default 0"),
+    "clip_norm": (0.0, "[slim] no clipping"),
+    "ema_decay": (0.0, "[slim] moving_average_decay default None"),
+}
+FINE_TUNE_ALL_LAYERS_LR = (0.0001, "[flowers] learning_rate=0.0001 (stage 2, all layers)")
+
+
+def defaults_table() -> list[tuple[str, Any, Any, str]]:
+    """Return (name, from-scratch default, fine-tuning default, source) for every recipe value."""
+    rows = []
+    for f in fields(TrainConfig):
+        source = f.metadata.get("source", "-")
+        if source == "-":
+            continue
+        scratch = f.default if f.default_factory is MISSING else f.default_factory()
+        fine, fine_source = FINE_TUNE.get(f.name, (scratch, ""))
+        rows.append((f.name, scratch, fine, source + (f"; fine-tune: {fine_source}"
+                                                       if fine_source else "")))
+    return rows
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the settings in a JSON config file (any TrainConfig fields)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not a readable JSON config ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a JSON object of settings")
+    TrainConfig.from_dict({k: v for k, v in data.items()})  # reject unknown names early
+    return data
+
+
+def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig, list[str]]:
+    """Return the final configuration for ``overrides`` and notes on what was decided.
+
+    The recipe is the paper's unless ``init`` is given, then the fine-tuning one; explicit
+    overrides always win. Derived values: the learning rate (linear scaling with the global
+    batch), ``aux_logits`` (only at 299 px and above).
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    config = TrainConfig.from_dict(overrides)
+    notes: list[str] = []
+    fine_tune = bool(config.init)
+    if fine_tune:
+        values = {k: v for k, (v, _) in FINE_TUNE.items() if k not in overrides}
+        config = replace(config, recipe="fine-tune", **values)
+        if (
+            "base_learning_rate" not in overrides
+            and config.freeze == "none"
+        ):
+            config.base_learning_rate = FINE_TUNE_ALL_LAYERS_LR[0]
+    else:
+        config.recipe = "scratch"
+    if config.learning_rate is None:
+        config.learning_rate = (
+            config.base_learning_rate * config.batch_size / config.reference_batch
+        )
+        notes.append(
+            f"learning rate {config.learning_rate:.6g} = {config.base_learning_rate:g} x "
+            f"batch {config.batch_size} / {config.reference_batch} (linear scaling rule)"
+        )
+    if config.aux_logits is None:
+        config.aux_logits = config.image_size >= AUX_MIN_IMAGE_SIZE
+        if not config.aux_logits:
+            notes.append(
+                f"training without the auxiliary head: it needs images of at least "
+                f"{AUX_MIN_IMAGE_SIZE} px (got {config.image_size})"
+            )
+    check(config, world_size)
+    return config, notes
+
+
+def check(config: TrainConfig, world_size: int = 1) -> None:
+    """Raise ``ConfigError`` with one line if ``config`` cannot be run."""
+    if not config.data:
+        raise ConfigError(
+            "no training data: pass --data DIR (a folder with one sub-folder per class)"
+        )
+    if not config.out:
+        raise ConfigError("no run directory: pass --out RUN_DIR")
+    if config.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ConfigError(f"--max-steps must be at least 1, got {config.max_steps}")
+    if config.image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(
+            f"--image-size {config.image_size} is below Inception-v3's minimum of "
+            f"{MIN_IMAGE_SIZE} px"
+        )
+    if config.aux_logits and config.image_size < AUX_MIN_IMAGE_SIZE:
+        raise ConfigError(
+            f"the auxiliary head needs images of at least {AUX_MIN_IMAGE_SIZE} px; use "
+            f"--image-size {AUX_MIN_IMAGE_SIZE} or leave aux_logits off"
+        )
+    per_process, remainder = divmod(config.batch_size, world_size)
+    if remainder or per_process < 1:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} does not split evenly over {world_size} "
+            f"processes; use a multiple of {world_size}"
+        )
+    if config.micro_batches < 1 or per_process % config.micro_batches:
+        raise ConfigError(
+            f"each process's {per_process} images per step do not split into "
+            f"{config.micro_batches} micro-batches; use a divisor of {per_process}"
+        )
+    if per_process // config.micro_batches < 2:
+        raise ConfigError(
+            "BatchNorm needs at least 2 images per micro-batch; raise --batch-size or lower "
+            "--micro-batches"
+        )
+    if not 0.0 <= config.val_split < 1.0:
+        raise ConfigError(f"--val-split must be in [0, 1), got {config.val_split}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.learning_rate is not None and not (config.learning_rate > 0 and
+                                                 math.isfinite(config.learning_rate)):
+        raise ConfigError(f"--lr must be a positive number, got {config.learning_rate}")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--dtype must be float32 or bfloat16, got {config.dtype!r}")
+    low, high = config.crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(f"crop_scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
+    low, high = config.crop_ratio
+    if not 0.0 < low <= high:
+        raise ConfigError(f"crop_ratio must satisfy 0 < min <= max, got {config.crop_ratio}")
+    if config.workers < 1 or config.prefetch < 1:
+        raise ConfigError("--workers and --prefetch must be at least 1")
