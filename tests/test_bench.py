@@ -1,0 +1,151 @@
+"""The benchmark's code paths, on tiny sizes: no timing is asserted, only what is reported.
+
+The real measurements (299 px, batches 1, 8 and 16) take minutes; here every worker runs at
+75 px with batch 1 or 2, and the summaries are checked on made-up times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mlx_inception import benchmark
+from mlx_inception.benchmark import Case, Measurement
+from mlx_inception.benchmark_worker import PeakMemory, run_worker, timed
+
+TINY = {"iterations": 2, "warmup": 1, "threads": 2, "budget_s": 60.0, "batch": 1, "size": 75,
+        "dtype": "float32"}
+
+
+def test_timed_runs_the_warmup_then_the_timed_calls():
+    calls = []
+    times = timed(lambda: calls.append(1), iterations=3, warmup=2, budget_s=60)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+
+
+def test_timed_stops_when_its_budget_is_spent_but_times_one_call_at_least():
+    times = timed(lambda: time.sleep(0.02), iterations=100, warmup=0, budget_s=0.001)
+    assert len(times) == 1 and times[0] >= 0.02
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+def test_peak_memory_counts_what_the_task_allocated():
+    memory = PeakMemory()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, every page touched
+    del block
+    assert memory.exact
+    assert 190 <= memory.peak_mib() <= 400
+
+
+@pytest.mark.parametrize("framework", ["mlx", "mlx-fast"])
+def test_mlx_inference_worker_reports_times_memory_device_and_blas(framework):
+    result = run_worker({**TINY, "framework": framework, "task": "inference"})
+    assert "error" not in result, result.get("error")
+    assert len(result["times"]) == 2 and min(result["times"]) > 0
+    assert result["peak_mib"] > 0 and result["allocator_peak_mib"] > 0
+    assert result["device"].startswith("Device(")
+    assert result["blas"] and result["versions"]["mlx"]
+
+
+def test_mlx_training_worker_runs_a_compiled_step():
+    result = run_worker({**TINY, "batch": 2, "framework": "mlx", "task": "training"})
+    assert "error" not in result, result.get("error")
+    assert len(result["times"]) == 2
+
+
+def test_torch_worker_reports_its_blas_and_threads():
+    pytest.importorskip("torchvision")
+    result = run_worker({**TINY, "batch": 2, "iterations": 1, "warmup": 0, "framework": "torch",
+                         "task": "training"})
+    assert "error" not in result, result.get("error")
+    assert len(result["times"]) == 1
+    assert "BLAS" in result["blas"] and result["threads"] == 2
+
+
+def test_an_impossible_case_is_reported_not_raised():
+    result = run_worker({**TINY, "size": 20, "framework": "mlx", "task": "inference"})
+    assert result["error"] and "times" not in result
+
+
+def fake_runner(log: list):
+    def runner(framework, case, iterations, warmup, threads, budget_s):
+        log.append((framework, case.name))
+        seconds = {"torch": 0.2, "mlx": 0.25, "mlx-fast": 0.1}[framework]
+        return {"times": [seconds * case.batch] * iterations, "peak_mib": 100.0}
+    return runner
+
+
+def test_rounds_alternate_the_order_of_the_frameworks():
+    log = []
+    case = Case("inference", 1, 299)
+    benchmark.run_benchmark([case], ["torch", "mlx-fast"], rounds=2, iterations=1,
+                            runner=fake_runner(log))
+    assert [framework for framework, _ in log] == ["torch", "mlx-fast", "mlx-fast", "torch"]
+
+
+def test_training_cases_skip_the_inference_only_fast_path():
+    log = []
+    benchmark.run_benchmark([Case("training", 16, 75)], ["torch", "mlx", "mlx-fast"], rounds=1,
+                            iterations=1, runner=fake_runner(log))
+    assert [framework for framework, _ in log] == ["torch", "mlx"]
+
+
+def test_summary_gives_medians_and_ratios_to_torchvision():
+    case = Case("inference", 8, 299)
+    measurements = [
+        Measurement("torch", case, 0, times=[1.0, 2.0, 4.0], peak_mib=400.0),
+        Measurement("mlx-fast", case, 0, times=[0.5, 1.0, 8.0], peak_mib=300.0),
+        Measurement("torch", case, 1, times=[2.0], peak_mib=410.0),
+        Measurement("mlx-fast", case, 1, times=[2.0], peak_mib=320.0),
+    ]
+    rows = {row.framework: row for row in benchmark.summarize(measurements)}
+    assert rows["torch"].images_per_s == 8 / 2.0  # median of 1, 2, 4, 2
+    assert rows["mlx-fast"].images_per_s == 8 / 1.5  # median of 0.5, 1, 8, 2
+    assert rows["mlx-fast"].ratio == pytest.approx(2.0 / 1.5)
+    assert rows["mlx-fast"].round_ratios == [pytest.approx(2.0), pytest.approx(1.0)]
+    assert rows["mlx-fast"].memory_ratio == pytest.approx(320 / 410)
+    assert rows["torch"].ratio is None
+
+
+def test_a_framework_that_failed_everywhere_shows_its_error_in_the_table():
+    case = Case("inference", 1, 299, "float16")
+    rows = benchmark.summarize([
+        Measurement("torch", case, 0, error="RuntimeError: not implemented for 'Half'"),
+        Measurement("mlx", case, 0, times=[1.0], peak_mib=10.0),
+    ])
+    table = benchmark.format_table(rows)
+    assert "RuntimeError: not implemented for 'Half'" in table
+    assert rows[1].ratio is None and rows[1].images_per_s == 1.0
+
+
+def test_unknown_frameworks_are_refused():
+    with pytest.raises(benchmark.BenchmarkError, match="choose from"):
+        benchmark.run_benchmark([Case("inference", 1, 75)], ["tensorflow"], rounds=1)
+
+
+def test_bench_command_runs_both_frameworks_in_fresh_processes_and_prints_json(tmp_path):
+    pytest.importorskip("torchvision")
+    output = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlx_inception", "bench", "--batch-sizes", "1", "--image-size",
+         "75", "--dtypes", "float32", "--train-batch", "0", "--rounds", "1", "--iterations", "1",
+         "--warmup", "0", "--threads", "2", "--json", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {row["framework"]: row for row in report["rows"]}
+    assert set(rows) == {"torch", "mlx", "mlx-fast"}
+    assert rows["mlx-fast"]["ratio"] > 0 and rows["torch"]["images_per_s"] > 0
+    environment = report["environment"]
+    assert environment["mlx_blas"] and environment["mlx_device"].startswith("Device(")
+    assert "BLAS" in environment["torch_blas"] and environment["threads"] == 2
+    assert "round 1/1: infer b1 75px float32: torch" in done.stderr
+    saved = json.loads(output.read_text())
+    assert len(saved["measurements"]) == 3
