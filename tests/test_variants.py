@@ -28,6 +28,7 @@ from mlx_inception.checkpoints import store
 from mlx_inception.checkpoints.convert import convert_file
 from mlx_inception.loading import build
 from mlx_inception.model import InceptionA, InceptionAux, InceptionC, InceptionE
+from mlx_inception.model.inception_v3 import minimum_input_size
 from mlx_inception.model.layers import avg_pool_3x3_same
 
 torch = pytest.importorskip("torch")
@@ -165,6 +166,30 @@ def test_low_resolution_stem_matches_torchvision_with_the_same_change(
         first_conv.stride = (2, 2)
         reference_model.maxpool1 = maxpool1
     assert_close(model(mx.array(images)), expected)
+
+
+@pytest.mark.parametrize(
+    ("stem", "smallest", "smallest_with_aux"), [("299", 75, 299), ("151", 39, 151), ("79", 21, 77)]
+)
+def test_minimum_input_size_is_where_each_stem_stops_working(stem, smallest, smallest_with_aux):
+    config = InceptionV3Config(stem=stem, aux_logits=False)
+    assert minimum_input_size(config) == smallest
+    assert minimum_input_size(config, aux=True) == smallest_with_aux
+    model = InceptionV3(config, init_weights=False)
+    model.eval()
+    assert model(mx.zeros((1, smallest, smallest + 5, 3))).shape == (1, 1000)
+    with pytest.raises(ValueError, match=f"needs at least {smallest}x{smallest}"):
+        model(mx.zeros((1, smallest + 5, smallest - 1, 3)))
+
+
+def test_aux_head_works_from_the_smallest_size_of_its_stem_and_not_below():
+    # The 79 stem (cheapest to check): a 17x17 grid at Mixed_6e from 77 pixels.
+    model = InceptionV3(InceptionV3Config(stem="79", num_classes=3), init_weights=False)
+    model.eval()
+    _, taps = model.forward_with_taps(mx.zeros((1, 77, 77, 3)))
+    assert taps["Mixed_6e"].shape[1:3] == (17, 17) and taps["AuxLogits"].shape == (1, 3)
+    _, taps = model.forward_with_taps(mx.zeros((1, 76, 76, 3)))
+    assert taps["Mixed_6e"].shape[1:3] == (16, 16) and "AuxLogits" not in taps
 
 
 # --- BN-auxiliary (section 10, Table 3) ---------------------------------------------------------

@@ -138,7 +138,8 @@ class InceptionV3(nn.Module):
         config = config or InceptionV3Config()
         self.config = config
         pad = config.pool_count_include_pad
-        first_stride, self._stem_max_pool = STEM_VARIANTS[config.stem]
+        first_stride, _ = STEM_VARIANTS[config.stem]
+        self._minimum_size = minimum_input_size(config)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=first_stride)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -250,6 +251,11 @@ class InceptionV3(nn.Module):
                 taps[name] = value
             return value
 
+        if min(x.shape[1], x.shape[2]) < self._minimum_size:
+            raise ValueError(
+                f"input of {x.shape[1]}x{x.shape[2]} pixels is too small: this network (stem "
+                f"{self.config.stem!r}) needs at least {self._minimum_size}x{self._minimum_size}"
+            )
         if self.config.transform_input:
             x = self._transform_input(x)
         aux = None
@@ -306,3 +312,33 @@ def _stem_names(config: InceptionV3Config) -> tuple[str, ...]:
     """Return the stem's modules in order; the "79" stem has no ``maxpool1``."""
     _, max_pool_kept = STEM_VARIANTS[config.stem]
     return STEM if max_pool_kept else tuple(name for name in STEM if name != "maxpool1")
+
+
+def _grid_sizes(size: int, config: InceptionV3Config) -> tuple[int, int]:
+    """Return the side of the 17x17 grid (Mixed_6e) and the 8x8 grid (Mixed_7c) for ``size``."""
+
+    def valid_3x3(n: int, stride: int) -> int:
+        return (n - 3) // stride + 1 if n >= 3 else 0
+
+    first_stride, max_pool_kept = STEM_VARIANTS[config.stem]
+    n = valid_3x3(size, first_stride)  # Conv2d_1a_3x3
+    n = valid_3x3(n, 1)  # Conv2d_2a_3x3 (2b keeps the size)
+    if max_pool_kept:
+        n = valid_3x3(n, 2)  # maxpool1
+    n = valid_3x3(valid_3x3(n, 1), 2)  # Conv2d_4a_3x3, maxpool2 (the 35x35 grid)
+    grid_17 = valid_3x3(n, 2)  # Mixed_6a
+    return grid_17, valid_3x3(grid_17, 2)  # Mixed_7a
+
+
+def minimum_input_size(config: InceptionV3Config | None = None, aux: bool = False) -> int:
+    """Return the smallest input side the network accepts; with ``aux``, that its aux head does.
+
+    75 (299 with the aux head) for the default stem, 39 (151) for "151", 21 (77) for "79".
+    """
+    config = config or InceptionV3Config()
+    size = 1
+    while True:
+        grid_17, grid_8 = _grid_sizes(size, config)
+        if grid_8 >= 1 and (not aux or grid_17 >= 17):
+            return size
+        size += 1
