@@ -128,9 +128,11 @@ BRANCHES = {
 class InceptionV3(nn.Module):
     """Inception-v3 as in torchvision: input (N, H, W, 3), at least 75x75; logits (N, classes).
 
-    In training mode with the auxiliary head it returns ``(logits, aux_logits)``; in eval mode,
-    logits only. MLX modules start in training mode: call ``model.eval()`` for inference
-    (``mlx_inception.load`` does).
+    The config's variants (``stem``, ``bn_aux``, ``pool_count_include_pad``, ``mixed_7c_pool``)
+    build the paper's other networks with the same parameter names; the smallest input then is
+    :func:`minimum_input_size`. In training mode with the auxiliary head it returns
+    ``(logits, aux_logits)``; in eval mode, logits only. MLX modules start in training mode:
+    call ``model.eval()`` for inference (``mlx_inception.load`` does).
     """
 
     def __init__(self, config: InceptionV3Config | None = None, init_weights: bool = True):
