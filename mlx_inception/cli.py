@@ -10,7 +10,7 @@ from . import __version__
 from .errors import InceptionError
 
 # Subcommand name -> module in mlx_inception.commands defining ``add_parser(subparsers)``.
-# Modules are imported only to build the parser, so `--help` stays fast and torch stays unloaded.
+# Command modules import heavy things (MLX, torch) inside ``run``, so `--help` stays fast.
 COMMANDS = {
     "convert": "convert",
     "predict": "predict",
@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(f".commands.{module_name}", __package__)
-        except ModuleNotFoundError as error:
-            if error.name and error.name.endswith(f"commands.{module_name}"):
-                continue  # that subcommand is not part of this build
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f".commands.{module_name}", __package__).add_parser(subparsers)
     return parser
 
 
@@ -52,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InceptionError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # permission denied, disk full, ...: say which file, no traceback
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -22,13 +22,9 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
     path = Path(os.path.expanduser(str(source)))
     if path.exists():
         return path
-    try:
-        from .checkpoints import hub
-    except ImportError:  # pragma: no cover - the hub module ships with the package
-        hub = None
-    if hub is not None and hasattr(hub, "resolve"):
-        return hub.resolve(str(source), **hub_options)
-    raise CheckpointError(f"{source}: no such file or directory")
+    from .checkpoints import hub  # imports huggingface_hub: only when it is needed
+
+    return hub.resolve(str(source), **hub_options)
 
 
 def build(

@@ -207,3 +207,55 @@ def test_reading_pth_without_torch_says_how_to_get_it(tmp_path, monkeypatch):
     expected = r"needs PyTorch: pip install 'mlx-inception\[torch\]'"
     with pytest.raises(CheckpointError, match=expected):
         read_state_dict(path)
+
+
+def test_converting_again_into_the_same_directory_replaces_the_model_and_keeps_other_files(
+    reference_checkpoints, tmp_path
+):
+    out = tmp_path / "again"
+    convert_checkpoint(reference_checkpoints["pth"], out)
+    (out / "README.md").write_text("my notes")
+    convert_checkpoint(reference_checkpoints["safetensors"], out, dtype="float16")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json",
+                                                      "model.safetensors"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["source"]["file"] == "inception_v3_reference.safetensors"
+    assert mx.load(str(out / "model.safetensors"))["fc.weight"].dtype == mx.float16
+
+
+def test_a_crash_while_replacing_never_pairs_new_weights_with_the_old_config(
+    reference_checkpoints, tmp_path, monkeypatch
+):
+    out = tmp_path / "crash"
+    convert_checkpoint(reference_checkpoints["pth"], out)
+    real_replace = store.os.replace
+
+    def crash_on_weights(src, dst):
+        if str(dst).endswith("model.safetensors"):
+            raise OSError("power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", crash_on_weights)
+    with pytest.raises(OSError, match="power cut"):
+        convert_checkpoint(reference_checkpoints["safetensors"], out)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="is not a weights directory"):
+        mlx_inception.load(out)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_turns_os_errors_into_one_line(reference_checkpoints, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status = main(["convert", str(reference_checkpoints["pth"]), str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_timm_preprocessing_preset_is_timms_eval_transform(reference_checkpoints, tmp_path):
+    out = tmp_path / "timm"
+    assert main(["convert", str(reference_checkpoints["safetensors"]), str(out),
+                 "--preprocessing", "timm"]) == 0
+    preprocessing = json.loads((out / "config.json").read_text())["preprocessing"]
+    assert preprocessing == {"resize_size": 341, "crop_size": 299, "interpolation": "bicubic",
+                             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}

@@ -1,7 +1,8 @@
 """The weights directory: ``model.safetensors`` (MLX layout) beside ``config.json``.
 
-Writes are atomic: files are written under temporary names in the target directory and renamed
-into place, ``config.json`` last, so a directory either holds a complete model or none at all.
+Writes are atomic: a new directory appears in one rename, fully written and fsynced; an existing
+one gets ``config.json`` (the marker ``load`` looks for) removed first and written last, so it never
+pairs new weights with an old config.
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def model_weights(model: InceptionV3) -> dict[str, mx.array]:
     return dict(tree_flatten(model.parameters()))
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_directory_files(
+    directory: Path, arrays: dict[str, mx.array], texts: dict[str, str]
+) -> None:
+    weights_path = directory / WEIGHTS_FILE
+    mx.save_safetensors(str(weights_path), arrays, metadata={"format": FORMAT})
+    _fsync_file(weights_path)
+    for name, text in texts.items():
+        with open(directory / name, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 def save_weights(
     out_dir: str | os.PathLike,
     weights: Mapping[str, mx.array],
@@ -58,8 +77,12 @@ def save_weights(
 ) -> Path:
     """Write ``weights`` and ``config`` to ``out_dir`` atomically and return the directory.
 
-    With a half-precision ``dtype`` the BatchNorm statistics stay float32: in half precision
-    ``running_var + eps`` loses the small variances that matter most.
+    A new directory is built under a temporary name beside ``out_dir`` and renamed into place in
+    one step. An existing directory keeps its other files; there the old ``config.json`` is
+    removed first and the new one written last, so a crash half-way leaves a directory that
+    ``load`` refuses as incomplete, never new weights with an old config. With a half-precision
+    ``dtype`` the BatchNorm statistics stay float32: in half precision ``running_var + eps``
+    loses the small variances that matter most.
     """
     out_dir = Path(out_dir)
     target = parse_dtype(dtype)
@@ -70,35 +93,21 @@ def save_weights(
             value = value.astype(target)
         arrays[key] = value
     mx.eval(arrays)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    texts = {**(extra_files or {}), CONFIG_FILE: json.dumps(config.to_dict(), indent=2) + "\n"}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        weights_tmp = Path(tempfile.mktemp(prefix=".model-", suffix=".safetensors", dir=out_dir))
-        written.append(weights_tmp)
-        mx.save_safetensors(str(weights_tmp), arrays, metadata={"format": FORMAT})
-        texts = {CONFIG_FILE: json.dumps(config.to_dict(), indent=2) + "\n"}
-        texts.update(extra_files or {})
-        temps = {}
-        for name, text in texts.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=out_dir)
-            written.append(Path(tmp))
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temps[name] = tmp
-        os.replace(weights_tmp, out_dir / WEIGHTS_FILE)
-        for name, tmp in temps.items():
-            if name != CONFIG_FILE:
-                os.replace(tmp, out_dir / name)
-        os.replace(temps[CONFIG_FILE], out_dir / CONFIG_FILE)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+        _write_directory_files(staging, arrays, texts)
+        if not out_dir.exists():
+            os.replace(staging, out_dir)
+            return out_dir
+        if not out_dir.is_dir():
+            raise CheckpointError(f"{out_dir} exists and is not a directory")
+        (out_dir / CONFIG_FILE).unlink(missing_ok=True)
+        for name in [WEIGHTS_FILE, *texts]:  # config.json comes last in texts
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

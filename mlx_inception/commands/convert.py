@@ -7,7 +7,16 @@ import json
 import sys
 
 from ..checkpoints.convert import convert_checkpoint, default_config_for
+from ..data.transforms import timm_preprocessing
 from ..model import IMAGENET_MEAN, IMAGENET_STD, InceptionV3Config, Preprocessing
+from . import HelpFormatter
+
+# Named preprocessing of the weight sets that exist (see checkpoints/registry.json).
+PRESETS = {
+    "torchvision": Preprocessing,
+    "timm": timm_preprocessing,
+    "timm-imagenet": lambda: timm_preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "torch.load(weights_only=True), or .safetensors read without PyTorch) into "
             "OUT_DIR/model.safetensors and OUT_DIR/config.json. Nothing is written on failure."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("src", help="checkpoint file (.pth, .pt, .bin or .safetensors)")
     parser.add_argument("out_dir", help="directory to write the converted weights to")
@@ -33,9 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "inception_v3_google-*.pth, off otherwise",
     )
     parser.add_argument(
-        "--normalization", choices=["imagenet", "inception"], default=None,
-        help="input normalisation: ImageNet mean/std, or mean = std = 0.5 (timm's tf/tv "
-        "weights); default: imagenet",
+        "--preprocessing", choices=sorted(PRESETS), default="torchvision",
+        help="how images are prepared for these weights: torchvision (resize 342 bilinear, crop "
+        "299, ImageNet mean/std), timm (resize 341 bicubic, crop 299, mean = std = 0.5: timm's "
+        "tv/tf/tf_adv weights) or timm-imagenet (timm's crop with ImageNet mean/std: gluon)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.set_defaults(func=run)
@@ -47,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
     config = default_config_for(Path(args.src))
     if args.transform_input is not None:
         config.transform_input = args.transform_input
-    if args.normalization == "inception":
-        config.preprocessing = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
-    elif args.normalization == "imagenet":
-        config.preprocessing = Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    config.preprocessing = PRESETS[args.preprocessing]()
     out, notes = convert_checkpoint(args.src, args.out_dir, dtype=args.dtype, config=config)
     saved = InceptionV3Config.from_dict(json.loads((out / "config.json").read_text()))
     if args.json:

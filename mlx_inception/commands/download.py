@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from . import HelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ..checkpoints import registry
@@ -22,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "is. Progress goes to stderr; the local weights directory is the last line printed. "
             "HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE and HF_ENDPOINT are honoured."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "source", nargs="?", default=registry.default_name(),

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from . import HelpFormatter
 from .predict import Progress, add_model_arguments
 
 
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "are as many folders as outputs. Unreadable images are listed and left out of the "
             "counts; the exit status is then 1."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="ImageFolder root")
     add_model_arguments(parser, batch_size=16)

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import DataError, InceptionError
+from . import HelpFormatter
 
 DIMS_CHOICES = (64, 192, 768, 2048)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults after every flag; the description and examples keep their line breaks."""
 
 

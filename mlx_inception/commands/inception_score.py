@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InceptionError
+from . import HelpFormatter
 from .fid import ProgressBar, add_weights_argument
 
 
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "pool3 times the classifier's weights without bias, as the original code; the mean "
             "and standard deviation over SPLITS consecutive parts of the images, sorted by name."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("folder", metavar="DIR", help="folder of images")
     add_weights_argument(parser)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import HelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "top-1/top-5 their authors report, licence, and whether a converted copy is already "
             "in the Hugging Face cache (HF_HOME / HF_HUB_CACHE). Never touches the network."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.set_defaults(func=run)

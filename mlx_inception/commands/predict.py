@@ -11,19 +11,15 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from ..data.folder import find_images
+from . import HelpFormatter
 
 if TYPE_CHECKING:  # the predictor imports MLX; `--help` should not
     from ..inference.predictor import Prediction
 
-FALLBACK_WEIGHTS = "inception_v3.tv_in1k"
-
-
 def default_weights() -> str:
     """Return the registry's default weights name (torchvision's ImageNet weights)."""
-    try:
-        from ..checkpoints.registry import default_name
-    except ImportError:  # a build without the registry
-        return FALLBACK_WEIGHTS
+    from ..checkpoints.registry import default_name
+
     return default_name()
 
 
@@ -76,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "files) or a quoted glob such as 'photos/**/*.jpg'. Unreadable files are reported "
             "and the others still classified; the exit status is 1 if any file failed."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder or glob")
     add_model_arguments(parser, batch_size=8)

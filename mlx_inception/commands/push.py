@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import HelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "weights, preprocessing, labels, accuracy, licence, how to load) is generated unless "
             "DIR has one. Needs a token with write access: `hf auth login` or HF_TOKEN."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("directory", help="weights directory to upload")
     parser.add_argument("repo_id", help="Hub repo id, owner/name")
