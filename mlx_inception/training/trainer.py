@@ -17,9 +17,10 @@ the validation set after every epoch (evaluation mode, averaged weights), append
 ``Trainer.resume`` restores all of it, so a resumed run continues bit for bit.
 
 Randomness is counter-based: the data order and each image's augmentation come from
-(seed, epoch, position) (see ``data.loader``) and the dropout key of step ``n`` from
-(seed, n). A checkpoint therefore needs only the seed and the step to restore every random
-stream, whatever the number of decoding threads or how far ahead they ran.
+(seed, epoch, position) (see ``data.loader``) and the dropout key of step ``n``'s share ``s``
+of the global batch from (seed, n, s). A checkpoint therefore needs only the seed and the step
+to restore every random stream, whatever the number of decoding threads or how far ahead they
+ran; and a data-parallel run draws the same masks as one process holding the whole batch.
 """
 
 from __future__ import annotations
@@ -79,6 +80,31 @@ def smoothed_cross_entropy(logits: mx.array, labels: mx.array, smoothing: float)
     return nn.losses.cross_entropy(
         logits.astype(mx.float32), labels, label_smoothing=smoothing, reduction="mean"
     )
+
+
+class _Key:
+    """Holds the key of the next dropout draw (a plain attribute, so not a model parameter)."""
+
+    value: mx.array | None = None
+
+
+class KeyedDropout(nn.Dropout):
+    """``nn.Dropout`` that draws its mask from a key set before each forward pass.
+
+    The masks are then a function of (seed, step, share of the batch) instead of a global
+    random state, which makes micro-batches on one process and shares on several processes
+    draw identical masks.
+    """
+
+    def __init__(self, p: float):
+        super().__init__(p)
+        self.next_key = _Key()
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not self.training or self._p_1 == 1 or self.next_key.value is None:
+            return super().__call__(x)
+        keep = mx.random.bernoulli(self._p_1, x.shape, key=self.next_key.value)
+        return (keep * x) * (1 / self._p_1)
 
 
 def ema_decay_at(decay: float, updates: mx.array) -> mx.array:
@@ -150,12 +176,16 @@ class Trainer:
             )
         self.model, built = build_network(config, self.classes, _resume_from)
         self.notes += built
+        self.model.dropout = KeyedDropout(self.model.config.dropout)
         self.frozen = frozen_modules(config.freeze)
         freeze(self.model, self.frozen)
         if not tree_flatten(self.model.trainable_parameters()):
             raise ConfigError("--freeze leaves nothing to train")
         if self.world_size > 1:
             self.model.update(broadcast_tree(self.model.parameters(), self.group))
+            # Evaluate now: left lazy, these all-reduces would join the first step's graph,
+            # where processes could run collectives in different orders.
+            mx.eval(self.model.parameters())
         self.compute_dtype = mx.bfloat16 if config.dtype == "bfloat16" else mx.float32
 
         self.steps_per_epoch = len(self.train_loader)
@@ -249,8 +279,9 @@ class Trainer:
         state = self._state()
         return mx.compile(self._train_step, inputs=state, outputs=state)
 
-    def _train_step(self, images: mx.array, labels: mx.array):
-        """One optimizer step on (micro_batches, b, H, W, 3) images; returns loss, correct, norm."""
+    def _train_step(self, images: mx.array, labels: mx.array, keys: mx.array):
+        """One optimizer step on (micro_batches, b, H, W, 3) images, a dropout key per
+        micro-batch; returns the loss, the number of correct predictions and the gradient norm."""
         config, model = self.config, self.model
         masters = dict(tree_flatten(model.parameters()))  # float32 weights + statistics
         trainable = model.trainable_parameters()
@@ -279,6 +310,7 @@ class Trainer:
         loss_and_grad = mx.value_and_grad(loss_fn)
         total_loss, correct, grads, statistics = 0.0, 0, None, None
         for i in range(images.shape[0]):
+            model.dropout.next_key.value = keys[i]
             (loss, logits), g = loss_and_grad(trainable, images[i], labels[i])
             stats = {k: v for k, v in tree_flatten(model.parameters()) if is_statistic(k)}
             total_loss = total_loss + loss
@@ -292,7 +324,9 @@ class Trainer:
         loss = total_loss / count
         if self.world_size > 1:
             grads = average_tree(grads, self.group)
-            statistics = average_tree(statistics, self.group)
+            statistics = dict(tree_flatten(
+                average_tree(tree_unflatten(list(statistics.items())), self.group)
+            ))
             loss = mx.distributed.all_sum(loss, group=self.group) / self.world_size
             correct = mx.distributed.all_sum(correct, group=self.group)
 
@@ -431,10 +465,15 @@ class Trainer:
             stop = sum_scalars([float(stop)], self.group)[0] > 0
         return "interrupted" if stop else None
 
-    def _dropout_seed(self, step: int) -> int:
-        # Counter-based like the data: step n's dropout masks depend only on (seed, n).
-        sequence = np.random.SeedSequence([self.config.seed, 3, step])
-        return int(sequence.generate_state(1, np.uint32)[0])
+    def _dropout_keys(self, step: int) -> mx.array:
+        """Return a key per micro-batch of this process: from (seed, step, share of the batch),
+        shares numbered across processes so that the layout of the batch does not matter."""
+        count = self.config.micro_batches
+        keys = []
+        for share in range(self.rank * count, (self.rank + 1) * count):
+            sequence = np.random.SeedSequence([self.config.seed, 3, step, share])
+            keys.append(mx.random.key(int(sequence.generate_state(1, np.uint32)[0])))
+        return mx.stack(keys)
 
     def _run_epoch(self, step: Callable) -> str | None:
         """Run the current epoch from where it stands; return why it stopped early, or None.
@@ -465,9 +504,9 @@ class Trainer:
                 shape = (config.micro_batches, self.micro_batch) + images.shape[1:]
                 first_call = self.compile_seconds is None
                 began = time.perf_counter()
-                mx.random.seed(self._dropout_seed(progress.step))
                 loss, correct, _ = step(
-                    mx.array(images).reshape(shape), mx.array(labels).reshape(shape[:2])
+                    mx.array(images).reshape(shape), mx.array(labels).reshape(shape[:2]),
+                    self._dropout_keys(progress.step),
                 )
                 mx.eval(loss, correct, state)
                 if first_call:

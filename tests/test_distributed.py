@@ -1,0 +1,122 @@
+"""Data-parallel training with mx.distributed (ring backend) on 127.0.0.1.
+
+Two processes, each reading half of every global batch, must reach the weights of one process
+that holds the whole batch. With BatchNorm, "the same global batch" means the same BatchNorm
+groups: each process normalises its own 4 images, so the single process splits its 8 into two
+micro-batches of 4 (``--micro-batches 2``). The processes are started directly with MLX_RANK and
+MLX_HOSTFILE (``mlx.launch`` exits 0 even when a rank fails and busy-waits a core) under a
+hard timeout, since a rank whose peer never comes blocks forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_training_data import make_digits_folder
+
+from mlx_inception.training import checkpoint as checkpoints
+
+TIMEOUT_SECONDS = 300
+# Summing two gradients in another order could change the last bit of float32 results; the
+# runs below agree exactly (measured maximum difference 0), the bound allows for a platform
+# whose all-reduce adds in another order.
+RELATIVE_TOLERANCE = 1e-6
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def train_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mlx_inception", "train", "--quiet", "--json", "--no-compile",
+        "--data", str(data / "train"), "--val", str(data / "val"), "--out", str(out),
+        "--image-size", "75", "--batch-size", "8", "--epochs", "2", "--base-lr", "1e-6",
+        "--reference-batch", "8", "--bn-momentum", "0.1", "--workers", "2", *extra,
+    ]
+
+
+def quiet_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
+    # One BLAS thread per process: two ranks on two cores, and the same arithmetic in each run.
+    env.update(MKL_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def run_processes(commands: list[list[str]], envs: list[dict[str, str]], logs: Path):
+    processes = []
+    for index, (command, env) in enumerate(zip(commands, envs, strict=True)):
+        log = open(logs / f"process{index}.log", "w")  # noqa: SIM115 (closed below)
+        processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=log), log))
+    try:
+        codes = [process.wait(timeout=TIMEOUT_SECONDS) for process, _ in processes]
+    except subprocess.TimeoutExpired:
+        for process, _ in processes:
+            process.kill()
+        codes = None
+    finally:
+        for process, log in processes:
+            process.wait()
+            log.close()
+    texts = [(logs / f"process{i}.log").read_text() for i in range(len(commands))]
+    if codes is None:
+        pytest.fail(f"timed out after {TIMEOUT_SECONDS} s (a peer never connected?): {texts}")
+    return codes, texts
+
+
+def training_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    arrays, _ = checkpoints.load_checkpoint(run_dir / "last")
+    return {k: np.array(v).astype(np.float64) for k, v in arrays.items()}
+
+
+def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path):
+    data = make_digits_folder(tmp_path / "digits", 4, 4, 1)  # 16 images: 2 steps an epoch
+    ports = free_ports(2)
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"] for port in ports]))
+    envs = []
+    for rank in range(2):
+        env = quiet_environment()
+        env.update(MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile))
+        envs.append(env)
+    # Rank 1 is given its own --out only to show that it writes nothing there.
+    outs = [tmp_path / "distributed", tmp_path / "rank1_writes_nothing"]
+    codes, logs = run_processes([train_command(data, out) for out in outs], envs, tmp_path)
+    assert codes == [0, 0], logs  # each rank's own exit code: mlx.launch would report 0
+    assert not outs[1].exists()
+
+    single = tmp_path / "single"
+    codes, logs = run_processes(
+        [train_command(data, single, "--micro-batches", "2")], [quiet_environment()], tmp_path
+    )
+    assert codes == [0], logs
+
+    distributed, alone = training_arrays(outs[0]), training_arrays(single)
+    assert distributed.keys() == alone.keys()
+    worst = 0.0
+    for key, value in alone.items():
+        scale = max(float(np.abs(value).max()), 1e-30)
+        worst = max(worst, float(np.abs(distributed[key] - value).max()) / scale)
+    assert worst <= RELATIVE_TOLERANCE, worst
+    # Evaluation is sharded too (each rank scores its share, the counts are summed).
+    records = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (outs[0], single)
+    ]
+    for a, b in zip(*records, strict=True):
+        assert (a["train_loss"], a["val_top1"], a["val_loss"]) == pytest.approx(
+            (b["train_loss"], b["val_top1"], b["val_loss"]), rel=RELATIVE_TOLERANCE)

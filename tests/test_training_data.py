@@ -1,0 +1,209 @@
+"""Training data: scikit-learn's handwritten digits as an ImageFolder tree, the augmentation and
+the threaded loader (order, shards, resumption, prefetching).
+
+``make_digits_folder`` is shared with the other training tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlx_inception.data.augment import augment, random_resized_crop_box, training_input
+from mlx_inception.data.loader import BatchLoader, epoch_order, shard_bounds, split_samples
+from mlx_inception.model import Preprocessing
+
+
+def make_digits_folder(
+    root: Path, classes: int, train_per_class: int, val_per_class: int, size: int = 75
+) -> Path:
+    """Write sklearn's real 8x8 digits, upscaled to ``size`` px PNGs, as root/{train,val}/digit_K.
+
+    The first ``train_per_class`` images of each digit (in the data set's order) go to train,
+    the next ``val_per_class`` to val: different writers' digits, no image in both.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    counts: dict[int, int] = {}
+    for pixels, label in zip(digits.images, digits.target, strict=True):
+        label = int(label)
+        if label >= classes:
+            continue
+        index = counts.get(label, 0)
+        if index >= train_per_class + val_per_class:
+            continue
+        counts[label] = index + 1
+        split = "train" if index < train_per_class else "val"
+        folder = root / split / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8))
+        image.resize((size, size), Image.Resampling.BILINEAR).save(folder / f"{index:04d}.png")
+    return root
+
+
+def fake_samples(count: int, classes: int = 3) -> list[tuple[Path, int]]:
+    return [(Path(f"image_{i:03d}.png"), i % classes) for i in range(count)]
+
+
+def record_position(path: Path, label: int, seed: tuple[int, ...]) -> np.ndarray:
+    """A stand-in decoder: the 'image' is the sample's number and the seed's position."""
+    return np.array([int(path.stem.split("_")[1]), seed[-1]], dtype=np.float32)
+
+
+# --- augmentation ---------------------------------------------------------------------------
+
+
+def test_random_resized_crop_box_stays_inside_the_image_within_scale_and_ratio():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        left, top, right, bottom = random_resized_crop_box(
+            640, 427, rng, scale=(0.05, 1.0), ratio=(3 / 4, 4 / 3)
+        )
+        width, height = right - left, bottom - top
+        assert 0 <= left < right <= 640 and 0 <= top < bottom <= 427
+        # Rounding to whole pixels moves the area and ratio slightly off the drawn values.
+        assert 0.04 <= width * height / (640 * 427) <= 1.0
+        assert 0.74 <= width / height <= 1.35
+
+
+def test_random_resized_crop_falls_back_to_a_centre_crop_clamped_to_the_ratio():
+    # A 1000x10 strip cannot hold a crop of ratio <= 4/3 with area >= 50%: torchvision's fallback.
+    box = random_resized_crop_box(1000, 10, np.random.default_rng(0), scale=(0.5, 1.0))
+    assert box == (493, 0, 506, 10)
+
+
+def test_augmentation_is_fixed_by_its_seed():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8))
+    first = augment(image, 32, np.random.default_rng(7))
+    again = augment(image, 32, np.random.default_rng(7))
+    other = augment(image, 32, np.random.default_rng(8))
+    assert first.size == (32, 32)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+
+def test_horizontal_flip_mirrors_about_half_the_draws():
+    image = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4) * 16).convert("RGB")
+    flipped = 0
+    for seed in range(200):
+        out = np.asarray(augment(image, 4, np.random.default_rng(seed), scale=(1.0, 1.0),
+                                 ratio=(1.0, 1.0)))
+        if out[0, 0, 0] > out[0, -1, 0]:
+            flipped += 1
+    assert 70 <= flipped <= 130  # binomial(200, 1/2): 70..130 is beyond 4 standard deviations
+
+
+def test_training_input_is_normalised_like_evaluation():
+    image = Image.new("RGB", (50, 40), (124, 116, 104))  # ImageNet's mean colour
+    array = training_input(image, 32, np.random.default_rng(0), Preprocessing())
+    assert array.shape == (32, 32, 3) and array.dtype == np.float32
+    assert np.abs(array).max() < 0.01
+
+
+# --- order, shards, resumption -------------------------------------------------------------
+
+
+def test_epoch_order_is_a_seeded_permutation_that_changes_every_epoch():
+    first, again, next_epoch = epoch_order(50, 3, 0), epoch_order(50, 3, 0), epoch_order(50, 3, 1)
+    assert sorted(first) == list(range(50))
+    assert np.array_equal(first, again) and not np.array_equal(first, next_epoch)
+
+
+def test_shards_of_all_processes_make_up_the_global_batch():
+    samples = fake_samples(40)
+    whole = BatchLoader(samples, record_position, 8, shuffle=True, drop_last=True, seed=1)
+    parts = [
+        BatchLoader(samples, record_position, 8, shuffle=True, drop_last=True, seed=1,
+                    rank=rank, world_size=2)
+        for rank in range(2)
+    ]
+    for (images, labels), *shards in zip(whole.epoch(2), *(p.epoch(2) for p in parts),
+                                         strict=True):
+        assert np.array_equal(images, np.concatenate([s[0] for s in shards]))
+        assert np.array_equal(labels, np.concatenate([s[1] for s in shards]))
+
+
+def test_last_partial_batch_is_dropped_for_training_and_kept_for_evaluation():
+    samples = fake_samples(10)
+    training = BatchLoader(samples, record_position, 4, shuffle=True, drop_last=True)
+    evaluation = BatchLoader(samples, record_position, 4, shuffle=False, drop_last=False)
+    assert len(training) == 2 and [len(b[1]) for b in training.epoch(0)] == [4, 4]
+    assert len(evaluation) == 3 and [len(b[1]) for b in evaluation.epoch(0)] == [4, 4, 2]
+
+
+def test_starting_at_a_step_gives_the_same_batches_as_running_through():
+    samples = fake_samples(30)
+    loader = BatchLoader(samples, record_position, 5, shuffle=True, drop_last=True, seed=4)
+    straight = list(loader.epoch(1))
+    resumed = list(loader.epoch(1, start=3))
+    assert len(resumed) == len(straight) - 3
+    for (a, la), (b, lb) in zip(straight[3:], resumed, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(la, lb)
+
+
+def test_sample_seeds_do_not_depend_on_the_number_of_workers():
+    samples = fake_samples(24)
+    one = BatchLoader(samples, record_position, 6, shuffle=True, drop_last=True, workers=1)
+    four = BatchLoader(samples, record_position, 6, shuffle=True, drop_last=True, workers=4)
+    for (a, _), (b, _) in zip(one.epoch(0), four.epoch(0), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_shard_bounds_split_a_short_last_batch_as_evenly_as_possible():
+    assert [shard_bounds(5, rank, 2) for rank in range(2)] == [(0, 3), (3, 5)]
+    assert [shard_bounds(8, rank, 4) for rank in range(4)] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+
+
+def test_held_out_split_takes_a_fraction_of_every_class_and_is_reproducible():
+    samples = fake_samples(60, classes=3)
+    train, val = split_samples(samples, 0.2, seed=0)
+    assert len(val) == 12 and len(train) == 48
+    assert sorted(label for _, label in val) == [0] * 4 + [1] * 4 + [2] * 4
+    assert not set(train) & set(val)
+    assert split_samples(samples, 0.2, seed=0) == (train, val)
+
+
+def test_loader_decodes_ahead_while_the_consumer_works():
+    # Each decode takes 20 ms; the consumer spends 60 ms per batch of 2 on "training". With
+    # prefetching the consumer waits only for the first batch; without it, 40 ms each time.
+    calls: list[float] = []
+    lock = threading.Lock()
+
+    def slow(path: Path, label: int, seed: tuple[int, ...]) -> np.ndarray:
+        time.sleep(0.02)
+        with lock:
+            calls.append(time.perf_counter())
+        return np.zeros(1, np.float32)
+
+    loader = BatchLoader(fake_samples(20), slow, 2, shuffle=False, drop_last=True, workers=2,
+                         prefetch=3)
+    for _ in loader.epoch(0):
+        time.sleep(0.06)
+    assert loader.batches_served == 10
+    assert loader.wait_seconds < 0.15  # the first batch (~20 ms) plus scheduling slack
+
+
+def test_an_unreadable_image_is_reported_at_the_batch_that_needs_it(tmp_path):
+    from mlx_inception.data.images import load_image
+    from mlx_inception.errors import ImageError
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+
+    def decode(path: Path, label: int, seed: tuple[int, ...]) -> np.ndarray:
+        return np.asarray(load_image(path), np.float32)
+
+    loader = BatchLoader([(good, 0), (good, 0), (bad, 1), (good, 1)], decode, 2,
+                         shuffle=False, drop_last=True)
+    batches = loader.epoch(0)
+    assert next(batches)[0].shape == (2, 8, 8, 3)
+    with pytest.raises(ImageError, match="bad.png"):
+        next(batches)
