@@ -103,6 +103,8 @@ def build_network(
                 copied.append((key, mx.zeros_like(fresh[key])))
         model.load_weights(copied, strict=False)
         if replaced:
+            if len([name for name in replaced if name.startswith("AuxLogits.")]) > 1:
+                replaced = {n for n in replaced if not n.startswith("AuxLogits.")} | {"AuxLogits"}
             notes.append(
                 f"new (classifiers zero-initialised): {', '.join(sorted(replaced))} "
                 f"({len(classes)} classes; the weights have {_class_count(source_weights)})"

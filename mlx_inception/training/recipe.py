@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,20 +196,6 @@ FINE_TUNE: dict[str, tuple[Any, str]] = {
     "ema_decay": (0.0, "[slim] moving_average_decay default None"),
 }
 FINE_TUNE_ALL_LAYERS_LR = (0.0001, "[flowers] learning_rate=0.0001 (stage 2, all layers)")
-
-
-def defaults_table() -> list[tuple[str, Any, Any, str]]:
-    """Return (name, from-scratch default, fine-tuning default, source) for every recipe value."""
-    rows = []
-    for f in fields(TrainConfig):
-        source = f.metadata.get("source", "-")
-        if source == "-":
-            continue
-        scratch = f.default if f.default_factory is MISSING else f.default_factory()
-        fine, fine_source = FINE_TUNE.get(f.name, (scratch, ""))
-        rows.append((f.name, scratch, fine, source + (f"; fine-tune: {fine_source}"
-                                                       if fine_source else "")))
-    return rows
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
