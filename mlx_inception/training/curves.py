@@ -85,12 +85,16 @@ def _panel(
     draw.rectangle(box, outline=(60, 60, 60))
     draw.text(((left + right) // 2, bottom + 22), "epoch", fill=(60, 60, 60), font=small,
               anchor="mt")
-    for index, (label, points, colour) in enumerate(series):
+    for _, points, colour in series:
         pixels = [to_pixel(x, y) for x, y in points]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)
         for px, py in pixels:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+    # The legend on a white box, so lines running under it stay readable.
+    draw.rectangle([right - 156, top + 4, right - 6, top + 12 + 18 * len(series)],
+                   fill=(255, 255, 255), outline=(200, 200, 200))
+    for index, (label, _, colour) in enumerate(series):
         legend_y = top + 8 + 18 * index
         draw.line([(right - 150, legend_y + 7), (right - 130, legend_y + 7)], fill=colour, width=3)
         draw.text((right - 124, legend_y), label, fill=(0, 0, 0), font=small)
