@@ -10,35 +10,15 @@ import csv
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlx_inception.atomic import write_atomically
+
 from .session import Analysis, GradCamResult, WeightsInfo
-
-# mkstemp creates files readable by their owner only; exports get the usual permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary_path)`` and rename the result to ``path``; return ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix,
-                                         dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _label(labels: list[str] | None, index: int) -> str:

@@ -51,6 +51,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from ..atomic import write_text_atomically
 from ..errors import CheckpointError, HubError
 from ..model import InceptionV3Config, Preprocessing
 from . import convert, registry, store
@@ -341,11 +342,7 @@ class RepoCache:
         ref = self.storage / "refs" / revision
         if self.commit_for(revision) == commit:
             return
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{ref.name}-", dir=ref.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(commit)
-        os.replace(tmp, ref)
+        write_text_atomically(ref, commit)
 
     def entry_dir(self, commit: str, sha256: str, config: InceptionV3Config) -> Path:
         """Return where the conversion of a file (by hash) with ``config`` is cached."""

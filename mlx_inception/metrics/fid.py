@@ -20,13 +20,13 @@ Statistics computed here from fewer images than dimensions keep their centred fe
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomically
 from ..errors import DataError
 from ..model import InceptionV3
 from .features import Progress, extract_features, list_images
@@ -76,20 +76,12 @@ class FeatureStatistics:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write pytorch-fid's ``.npz`` (``mu``, ``sigma``) atomically and return its path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                # Through a handle, so numpy does not append ".npz" to the temporary name.
+        def write(temporary: Path) -> None:
+            with open(temporary, "wb") as handle:
+                # Through a handle, so numpy never appends ".npz" to the name.
                 np.savez_compressed(handle, mu=self.mu, sigma=self.sigma)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+
+        return write_atomically(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureStatistics:
