@@ -120,6 +120,23 @@ def test_aux_head_is_left_out_below_299_px_with_a_note():
 
 
 @pytest.mark.parametrize(
+    ("stem", "smallest", "smallest_with_aux"), [("299", 75, 299), ("151", 39, 151), ("79", 21, 77)]
+)
+def test_minimum_sizes_follow_the_stem(stem, smallest, smallest_with_aux):
+    # The sizes are the model's own minimum_input_size for each stem (section 9's networks).
+    def resolved(size, **extra):
+        return resolve({"data": "d", "out": "o", "stem": stem, "image_size": size, **extra})[0]
+
+    assert resolved(smallest).image_size == smallest
+    with pytest.raises(ConfigError, match=f"minimum of {smallest} px for stem {stem}"):
+        resolved(smallest - 1)
+    assert resolved(smallest_with_aux).aux_logits is True
+    assert resolved(smallest_with_aux - 1).aux_logits is False
+    with pytest.raises(ConfigError, match=f"at least {smallest_with_aux} px with stem {stem}"):
+        resolved(smallest_with_aux - 1, aux_logits=True)
+
+
+@pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"image_size": 64}, "minimum of 75"),
@@ -188,8 +205,9 @@ def learning_run(tmp_path_factory):
         crop_scale=[0.8, 1.0], flip=False,  # digits: mild crops, never mirrored
         ema_decay=0.99,  # exercise evaluation with the moving average
     ))
-    summary = Trainer(config, notes=notes, show_progress=False).fit()
-    return config, summary, root / "run"
+    trainer = Trainer(config, notes=notes, show_progress=False)
+    summary = trainer.fit()
+    return trainer.config, summary, root / "run"
 
 
 def test_fine_tuning_learns_digits_well_above_chance(learning_run):
@@ -233,8 +251,8 @@ def test_resolved_configuration_is_saved_in_the_run_directory(learning_run):
     config, _, run_dir = learning_run
     saved = json.loads((run_dir / "train_config.json").read_text())
     assert saved == config.to_dict()
-    assert (saved["recipe"], saved["freeze"], saved["aux_logits"]) == (
-        "fine-tune", "backbone", False)  # resolved, not just what was given
+    assert (saved["recipe"], saved["freeze"], saved["aux_logits"], saved["stem"]) == (
+        "fine-tune", "backbone", False, "299")  # resolved (the network from --init's weights)
 
 
 def test_best_checkpoint_loads_with_mlx_inception_load_and_reproduces_its_accuracy(learning_run):
@@ -380,7 +398,7 @@ def test_init_copies_matching_weights_and_starts_new_heads_at_zero(tmp_path, tin
     save_model(pretrained, tmp_path / "imagenet")
     config, _ = small_config(tiny_digits, tmp_path / "run", init=str(tmp_path / "imagenet"),
                              image_size=299, batch_size=4)
-    model, notes = build_network(config, ["a", "b", "c", "d"])
+    model, _, notes = build_network(config, ["a", "b", "c", "d"])
     source, fresh = model_weights(pretrained), model_weights(model)
     for key, value in fresh.items():
         if key.startswith(("fc.", "AuxLogits.fc.")):
@@ -389,6 +407,63 @@ def test_init_copies_matching_weights_and_starts_new_heads_at_zero(tmp_path, tin
             assert np.array_equal(np.array(value), np.array(source[key])), key
     assert model.config.transform_input is True  # the pretrained input convention is kept
     assert any("fc" in note and "1000 classes" in note for note in notes)
+
+
+VARIANT = dict(stem="151", bn_aux=True, pool_count_include_pad=False, mixed_7c_pool="max",
+               transform_input=True)
+
+
+@pytest.fixture(scope="module")
+def variant_weights(tmp_path_factory) -> Path:
+    """A weights directory of the paper's variants: stem 151, BN-auxiliary, SAME pooling, the
+    max-pooling Mixed_7c, Google's input convention; 10 classes, with the aux head."""
+    mx.random.seed(2)
+    network = InceptionV3(InceptionV3Config(num_classes=10, aux_logits=True, **VARIANT))
+    return save_model(network, tmp_path_factory.mktemp("variant") / "weights")
+
+
+def test_init_weights_give_the_network_their_variant(variant_weights, tiny_digits, tmp_path):
+    config, _ = small_config(tiny_digits, tmp_path / "run", init=str(variant_weights),
+                             image_size=151)
+    assert config.stem is None  # not known until the weights are read
+    model, settled, _ = build_network(config, ["a", "b", "c", "d"])
+    for name, value in VARIANT.items():
+        assert getattr(model.config, name) == value, name
+    assert (settled.stem, settled.bn_aux, settled.pool_count_include_pad,
+            settled.mixed_7c_pool) == ("151", True, False, "max")
+    # 151 px reaches the aux head's 17x17 grid with this stem (299 px with torchvision's).
+    assert settled.aux_logits is True and model.config.aux_logits is True
+    source, fresh = load_weights(variant_weights)[0], model_weights(model)
+    assert np.array_equal(np.array(fresh["Conv2d_1a_3x3.conv.weight"]),
+                          np.array(source["Conv2d_1a_3x3.conv.weight"]))
+    # The new BN-auxiliary classifier starts with zero output through its BatchNorm's scale.
+    assert not np.any(np.array(fresh["AuxLogits.fc_bn.weight"]))
+    assert np.any(np.array(fresh["AuxLogits.fc.weight"]))
+
+
+def test_a_variant_set_explicitly_overrides_the_init_weights_with_a_note(variant_weights,
+                                                                         tiny_digits, tmp_path):
+    config, _ = small_config(tiny_digits, tmp_path / "run", init=str(variant_weights),
+                             stem="79")
+    model, settled, notes = build_network(config, ["a", "b", "c", "d"])
+    assert settled.stem == "79" and model.config.stem == "79"
+    assert model.config.bn_aux is True  # the other fields still come from the weights
+    assert any("stem=79" in note and "151" in note for note in notes)
+
+
+def test_a_stem_151_run_trains_a_step_and_loads_back_as_stem_151(tiny_digits, tmp_path):
+    out = tmp_path / "run"
+    # 45 px is below the 299 stem's 75 px minimum but above the 151 stem's 39.
+    assert run_cli("--data", str(tiny_digits / "train"), "--out", str(out), "--stem", "151",
+                   "--image-size", "45", "--batch-size", "4", "--max-steps", "1",
+                   "--val-split", "0", "--workers", "2") == 0
+    assert json.loads((out / "train_config.json").read_text())["stem"] == "151"
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 1
+    model = mlx_inception.load(out / "last")
+    assert model.config.stem == "151" and model.config.preprocessing.crop_size == 45
+    logits = model(mx.array(np.zeros((1, 45, 45, 3), np.float32)))
+    assert logits.shape == (1, 4)
 
 
 def test_freeze_up_to_a_module_names_it_or_fails_clearly(tiny_digits, tmp_path):

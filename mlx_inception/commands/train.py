@@ -27,6 +27,8 @@ FLAGS = {
     "--batch-size": ("batch_size", int, "B"),
     "--micro-batches": ("micro_batches", int, "M"),
     "--image-size": ("image_size", int, "S"),
+    "--stem": ("stem", str, "STEM"),
+    "--mixed-7c-pool": ("mixed_7c_pool", str, "POOL"),
     "--lr": ("learning_rate", float, "LR"),
     "--base-lr": ("base_learning_rate", float, "LR"),
     "--reference-batch": ("reference_batch", int, "B"),
@@ -50,7 +52,14 @@ FLAGS = {
     "--prefetch": ("prefetch", int, "N"),
 }
 PAIRS = {"crop_scale", "crop_ratio"}
-SWITCHES = {"--flip": "flip", "--compile": "compile"}
+CHOICES = {"stem": ("299", "151", "79"), "mixed_7c_pool": ("avg", "max")}
+SWITCHES = {
+    "--aux-logits": "aux_logits",
+    "--bn-aux": "bn_aux",
+    "--pool-count-include-pad": "pool_count_include_pad",
+    "--flip": "flip",
+    "--compile": "compile",
+}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -102,15 +111,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if default not in (None, ""):
             help_text += f" (default: {_show(default)}"
             help_text += f"; {source})" if source not in ("-", "ours", "rule") else ")"
+        elif source.startswith("["):  # a default decided at run time, a citation all the same
+            help_text += f" ({source})"
         parser.add_argument(
             flag, dest=name, type=kind, metavar=metavar, default=None,
-            nargs=2 if name in PAIRS else None, help=help_text,
+            nargs=2 if name in PAIRS else None, choices=CHOICES.get(name), help=help_text,
         )
     for flag, name in SWITCHES.items():
         meta = info[name].metadata
+        help_text = meta.get("help", "")
+        if getattr(defaults, name) is not None:  # else the help says how the default is chosen
+            help_text += f" (default: {getattr(defaults, name)})"
+        elif meta.get("source", "-").startswith("["):
+            help_text += f" ({meta['source']})"
         parser.add_argument(
-            flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-            help=f"{meta.get('help', '')} (default: {getattr(defaults, name)})",
+            flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text,
         )
     parser.add_argument(
         "--config", metavar="FILE",

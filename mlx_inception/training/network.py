@@ -11,7 +11,13 @@ import mlx.nn as nn
 from ..checkpoints.store import model_weights
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
 from ..model.inception_v3 import MIXED, STEM
-from .recipe import EVAL_RESIZE_RATIO, ConfigError, TrainConfig
+from .recipe import (
+    ARCHITECTURE,
+    EVAL_RESIZE_RATIO,
+    ConfigError,
+    TrainConfig,
+    settle_architecture,
+)
 
 # The classifier heads; everything else is the backbone. TF-slim's fine-tuning trains exactly
 # these scopes (trainable_scopes=InceptionV3/Logits,InceptionV3/AuxLogits).
@@ -45,31 +51,27 @@ def preprocessing_for(size: int, base: Preprocessing | None = None) -> Preproces
 
 def build_network(
     config: TrainConfig, classes: list[str], saved: InceptionV3Config | None = None
-) -> tuple[InceptionV3, list[str]]:
-    """Return the network to train (float32, training mode) and notes on how it was built.
+) -> tuple[InceptionV3, TrainConfig, list[str]]:
+    """Return the network to train (float32, training mode), ``config`` with the network's
+    variant settled, and notes on how it was built.
 
-    From scratch: torchvision's initialisation, seeded by ``config.seed``. With ``config.init``:
-    every weight of those weights whose name and shape fit is copied; ``fc`` and
-    ``AuxLogits.fc`` start at zero when the number of classes differs (the rest of the aux
-    head, when the weights have none, from torchvision's initialisation). ``saved``: the
+    From scratch: the variant ``config`` names, torchvision's initialisation seeded by
+    ``config.seed``. With ``config.init``: the variant of those weights (stem, BN-auxiliary,
+    pooling, input convention) unless ``config`` sets it, and every weight whose name and shape
+    fit copied; a classifier whose number of classes differs starts with zero output (the rest of
+    the aux head, when the weights have none, from torchvision's initialisation). ``saved``: the
     architecture of a checkpoint being resumed (its weights are loaded by the caller; the
     initial weights are not needed again).
     """
     notes: list[str] = []
     mx.random.seed(config.seed)
     if saved is not None:
+        config, _ = settle_architecture(config, saved)
         model = InceptionV3(saved, init_weights=False)
         set_batchnorm_momentum(model, config.bn_momentum)
         model.train()
-        return model, notes
-    model_config = InceptionV3Config(
-        num_classes=len(classes),
-        aux_logits=bool(config.aux_logits),
-        dropout=config.dropout,
-        preprocessing=preprocessing_for(config.image_size),
-        labels=list(classes),
-        source={"trained_from": "scratch"},
-    )
+        return model, config, notes
+    base: InceptionV3Config | None = None
     source_weights: dict[str, mx.array] = {}
     if config.init:
         from ..loading import load  # imported here: loading pulls in conversion code
@@ -77,46 +79,76 @@ def build_network(
         pretrained = load(config.init)
         base = pretrained.config
         source_weights = model_weights(pretrained)
+        del pretrained
+    config, settled = settle_architecture(config, base)
+    notes += settled
+    model_config = InceptionV3Config(
+        num_classes=len(classes),
+        aux_logits=bool(config.aux_logits),
+        dropout=config.dropout,
+        preprocessing=preprocessing_for(config.image_size),
+        labels=list(classes),
+        source={"trained_from": "scratch"},
+        **{name: getattr(config, name) for name in ARCHITECTURE},
+    )
+    if base is not None:
         model_config = replace(
             model_config,
             transform_input=base.transform_input,
-            pool_count_include_pad=base.pool_count_include_pad,
             preprocessing=preprocessing_for(config.image_size, base.preprocessing),
             source={"trained_from": str(config.init), "init_source": dict(base.source)},
         )
-        del pretrained
     model = InceptionV3(model_config)
     if source_weights:
-        fresh = model_weights(model)
-        copied, replaced = [], set()
-        for key, value in fresh.items():
-            old = source_weights.get(key)
-            if old is not None and old.shape == value.shape:
-                copied.append((key, old.astype(mx.float32)))
-            else:
-                replaced.add(key.rsplit(".", 1)[0])
-        # A new classifier starts at zero (BiT's fine-tuning rule, Kolesnikov et al. 2020): the
-        # first predictions are uniform (loss ln K) instead of torchvision's std-0.1 weights
-        # giving confident random logits that the first updates must undo.
-        for key in (k for k in fresh if k.rsplit(".", 1)[0] in ("fc", "AuxLogits.fc")):
-            if key.rsplit(".", 1)[0] in replaced:
-                copied.append((key, mx.zeros_like(fresh[key])))
-        model.load_weights(copied, strict=False)
-        if replaced:
-            if len([name for name in replaced if name.startswith("AuxLogits.")]) > 1:
-                replaced = {n for n in replaced if not n.startswith("AuxLogits.")} | {"AuxLogits"}
-            notes.append(
-                f"new (classifiers zero-initialised): {', '.join(sorted(replaced))} "
-                f"({len(classes)} classes; the weights have {_class_count(source_weights)})"
-            )
-        kept = {k.split(".")[0] for k in fresh}
-        unused = sorted({k.split(".")[0] for k in source_weights} - kept)
-        if unused:
-            notes.append(f"not used from the initial weights: {', '.join(unused)}")
+        notes += _copy_initial_weights(model, source_weights, len(classes))
     set_batchnorm_momentum(model, config.bn_momentum)
     model.train()
     mx.eval(model.parameters())
-    return model, notes
+    return model, config, notes
+
+
+def _copy_initial_weights(
+    model: InceptionV3, source_weights: dict[str, mx.array], class_count: int
+) -> list[str]:
+    """Load every weight of ``source_weights`` that fits ``model``; zero new classifiers'
+    output; return notes on what was replaced or left unused."""
+    notes = []
+    fresh = model_weights(model)
+    copied, replaced = [], set()
+    for key, value in fresh.items():
+        old = source_weights.get(key)
+        if old is not None and old.shape == value.shape:
+            copied.append((key, old.astype(mx.float32)))
+        else:
+            replaced.add(key.rsplit(".", 1)[0])
+    # A new classifier starts with zero output (BiT's fine-tuning rule, Kolesnikov et al. 2020):
+    # the first predictions are uniform (loss ln K) instead of torchvision's std-0.1 weights
+    # giving confident random logits that the first updates must undo. Its last affine layer is
+    # zeroed: the fc, or with BN-auxiliary the BatchNorm's scale (zero weights in front of a
+    # BatchNorm would be divided by sqrt(eps) and give ~30x gradients).
+    zeroed = set()
+    if "fc" in replaced:
+        zeroed.add("fc")
+    if "AuxLogits.fc_bn" in replaced:
+        zeroed.add("AuxLogits.fc_bn.weight")
+    elif "AuxLogits.fc" in replaced:
+        zeroed.add("AuxLogits.fc")
+    for key, value in fresh.items():
+        if key in zeroed or key.rsplit(".", 1)[0] in zeroed:
+            copied.append((key, mx.zeros_like(value)))
+    model.load_weights(copied, strict=False)
+    if replaced:
+        if len([name for name in replaced if name.startswith("AuxLogits.")]) > 1:
+            replaced = {n for n in replaced if not n.startswith("AuxLogits.")} | {"AuxLogits"}
+        notes.append(
+            f"new (classifiers start with zero output): {', '.join(sorted(replaced))} "
+            f"({class_count} classes; the weights have {_class_count(source_weights)})"
+        )
+    kept = {k.split(".")[0] for k in fresh}
+    unused = sorted({k.split(".")[0] for k in source_weights} - kept)
+    if unused:
+        notes.append(f"not used from the initial weights: {', '.join(unused)}")
+    return notes
 
 
 def _class_count(weights: dict[str, mx.array]) -> str:

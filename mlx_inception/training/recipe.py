@@ -32,17 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InceptionError
+from ..model import InceptionV3Config
+from ..model.inception_v3 import STEM_VARIANTS, minimum_input_size
 
 
 class ConfigError(InceptionError):
     """A training configuration that cannot be run (bad value, bad combination)."""
 
 
-# The smallest input with a 17x17 grid at Mixed_6e, which the auxiliary head's 5x5/3 pooling
-# and 5x5 convolution need (at 298 px the grid is 16x16 and the head cannot run).
-AUX_MIN_IMAGE_SIZE = 299
-# Inception-v3's smallest input (the stem's strided convolutions and pools need 75 px).
-MIN_IMAGE_SIZE = 75
+# The InceptionV3Config fields that choose one of the paper's variants. Unset (None), they come
+# from the --init weights, or are torchvision's network when training from scratch.
+ARCHITECTURE = ("stem", "bn_aux", "pool_count_include_pad", "mixed_7c_pool")
 # torchvision's evaluation transform resizes the shorter side to 342 for a 299 crop; other
 # training sizes keep that ratio.
 EVAL_RESIZE_RATIO = 342 / 299
@@ -93,6 +93,25 @@ class TrainConfig:
         "whose gradients are averaged (gradient accumulation)"
     )
     image_size: int = _cited(299, "[paper] 6: 299x299 input", "training crop size in pixels")
+
+    # --- the network: the paper's variants (default: as the --init weights, else torchvision's)
+    stem: str | None = _cited(
+        None, "[paper] 9, Table 2", "first layers for the input size: 299 (torchvision's), 151 "
+        "(first layer stride 1, max-pool kept) or 79 (stride 1, no max-pool); default: the "
+        "--init weights' stem, else 299"
+    )
+    bn_aux: bool | None = _cited(
+        None, "[paper] 10, Table 3 (BN-auxiliary)", "BatchNorm on the aux classifier's fully "
+        "connected layer; default: as the --init weights, else off"
+    )
+    pool_count_include_pad: bool | None = _cited(
+        None, "-", "average pools count padded zeros (torchvision; off = TensorFlow's SAME "
+        "pooling); default: as the --init weights, else on"
+    )
+    mixed_7c_pool: str | None = _cited(
+        None, "-", "Mixed_7c's pooling branch: avg (the paper, torchvision) or max (Google's "
+        "2015 graph, the FID network); default: as the --init weights, else avg"
+    )
 
     # --- optimizer: TF's RMSProp ------------------------------------------------------------
     learning_rate: float | None = _cited(
@@ -164,8 +183,13 @@ class TrainConfig:
     # --- filled in by resolve() ---------------------------------------------------------------
     recipe: str = _cited("scratch", "-", "'scratch' (the paper) or 'fine-tune' (set by init)")
     aux_logits: bool | None = _cited(
-        None, "-", "train the auxiliary head; default: when image_size >= 299"
+        None, "-", "train the auxiliary head; default: when the image size reaches the head's "
+        "minimum for the stem (299 px; 151 for stem 151, 77 for stem 79)"
     )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stem, int) and not isinstance(self.stem, bool):
+            self.stem = str(self.stem)  # "stem": 151 in a JSON file reads as naturally as "151"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,10 +242,13 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
 
     The recipe is the paper's unless ``init`` is given, then the fine-tuning one; explicit
     overrides always win. Derived values: the learning rate (linear scaling with the global
-    batch), ``aux_logits`` (only at 299 px and above).
+    batch) and, from scratch, the network (``settle_architecture``). With ``init`` the network
+    is settled when the initial weights are loaded (``training.network.build_network``): its
+    variant and therefore the auxiliary head's minimum input size come from them.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = TrainConfig.from_dict(overrides)
+    check(config, world_size)  # before the arithmetic below divides by any of it
     notes: list[str] = []
     fine_tune = bool(config.init)
     if fine_tune:
@@ -242,14 +269,50 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
             f"learning rate {config.learning_rate:.6g} = {config.base_learning_rate:g} x "
             f"batch {config.batch_size} / {config.reference_batch} (linear scaling rule)"
         )
+    if not fine_tune:
+        config, settled = settle_architecture(config)
+        notes += settled
+    check(config, world_size)
+    return config, notes
+
+
+def network_config(config: TrainConfig) -> InceptionV3Config:
+    """Return the architecture ``config`` describes as an ``InceptionV3Config`` (unset variant
+    fields and classes at torchvision's defaults), for size rules."""
+    values = {name: getattr(config, name) for name in ARCHITECTURE}
+    values = {name: value for name, value in values.items() if value is not None}
+    return InceptionV3Config(aux_logits=bool(config.aux_logits), **values)
+
+
+def settle_architecture(
+    config: TrainConfig, base: InceptionV3Config | None = None
+) -> tuple[TrainConfig, list[str]]:
+    """Return ``config`` with its network fixed, and notes on what was decided.
+
+    Each variant field left unset is taken from ``base``, the config of the initial weights (or
+    of the checkpoint being resumed); torchvision's network when ``base`` is None. A value set
+    explicitly wins, with a note when it differs from the weights' (the stems have the same
+    parameters, so weights move between them). ``aux_logits``, when unset, is on where the
+    image size reaches the head's minimum for that stem.
+    """
+    notes: list[str] = []
+    reference = base or InceptionV3Config()
+    values = {}
+    for name in ARCHITECTURE:
+        chosen, theirs = getattr(config, name), getattr(reference, name)
+        values[name] = theirs if chosen is None else chosen
+        if base is not None and chosen is not None and chosen != theirs:
+            notes.append(f"{name}={chosen} although the initial weights were made with {theirs}")
+    config = replace(config, **values)
     if config.aux_logits is None:
-        config.aux_logits = config.image_size >= AUX_MIN_IMAGE_SIZE
+        minimum = minimum_input_size(network_config(config), aux=True)
+        config.aux_logits = config.image_size >= minimum
         if not config.aux_logits:
             notes.append(
-                f"training without the auxiliary head: it needs images of at least "
-                f"{AUX_MIN_IMAGE_SIZE} px (got {config.image_size})"
+                f"training without the auxiliary head: with stem {config.stem} it needs images "
+                f"of at least {minimum} px (got {config.image_size})"
             )
-    check(config, world_size)
+    check(config)
     return config, notes
 
 
@@ -265,16 +328,26 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
     if config.max_steps is not None and config.max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, got {config.max_steps}")
-    if config.image_size < MIN_IMAGE_SIZE:
+    if config.stem is not None and config.stem not in STEM_VARIANTS:
         raise ConfigError(
-            f"--image-size {config.image_size} is below Inception-v3's minimum of "
-            f"{MIN_IMAGE_SIZE} px"
+            f"--stem {config.stem} is not one of the paper's stems: {', '.join(STEM_VARIANTS)}"
         )
-    if config.aux_logits and config.image_size < AUX_MIN_IMAGE_SIZE:
-        raise ConfigError(
-            f"the auxiliary head needs images of at least {AUX_MIN_IMAGE_SIZE} px; use "
-            f"--image-size {AUX_MIN_IMAGE_SIZE} or leave aux_logits off"
-        )
+    if config.mixed_7c_pool not in (None, "avg", "max"):
+        raise ConfigError(f"--mixed-7c-pool must be avg or max, got {config.mixed_7c_pool!r}")
+    if config.stem is not None:  # unknown until the --init weights are read
+        network = network_config(config)
+        minimum = minimum_input_size(network)
+        if config.image_size < minimum:
+            raise ConfigError(
+                f"--image-size {config.image_size} is below the minimum of {minimum} px for "
+                f"stem {config.stem}; use a larger size or a smaller stem (--stem 151 or 79)"
+            )
+        aux_minimum = minimum_input_size(network, aux=True)
+        if config.aux_logits and config.image_size < aux_minimum:
+            raise ConfigError(
+                f"the auxiliary head needs images of at least {aux_minimum} px with stem "
+                f"{config.stem}; use --image-size {aux_minimum} or --no-aux-logits"
+            )
     per_process, remainder = divmod(config.batch_size, world_size)
     if remainder or per_process < 1:
         raise ConfigError(

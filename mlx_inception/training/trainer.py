@@ -174,7 +174,9 @@ class Trainer:
                 f"({len(self.classes)} now, {len(_resume_from.labels or [])} then); resume "
                 "needs the same classes"
             )
-        self.model, built = build_network(config, self.classes, _resume_from)
+        # The network's variant is settled here (from the --init weights when they give it).
+        self.model, self.config, built = build_network(config, self.classes, _resume_from)
+        config = self.config
         self.notes += built
         self.model.dropout = KeyedDropout(self.model.config.dropout)
         self.frozen = frozen_modules(config.freeze)
