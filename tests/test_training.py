@@ -9,7 +9,10 @@ in which a network learns within a minute on two cores.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -66,6 +69,23 @@ def assert_bit_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
     assert a.keys() == b.keys()
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not different, f"{len(different)} arrays differ, e.g. {different[:3]}"
+
+
+def clone_run(source: Path, destination: Path) -> Path:
+    """Copy a run directory cheaply: checkpoint files are hard links (the trainer never changes
+    a checkpoint file in place, it writes new folders), everything else is copied."""
+
+    def copy(src: str, dst: str) -> None:
+        if CHECKPOINTS_FOLDER in Path(src).relative_to(source).parts:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, destination, symlinks=True, copy_function=copy)
+    return destination
+
+
+CHECKPOINTS_FOLDER = "checkpoints"
 
 
 def metric_records(run_dir: Path) -> list[dict]:
@@ -359,10 +379,7 @@ def test_checkpoints_are_complete_and_linked_as_last_and_best(straight_run):
 
 def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_path,
                                                              monkeypatch):
-    import shutil
-
-    run = tmp_path / "copy"
-    shutil.copytree(straight_run, run, symlinks=True)
+    run = clone_run(straight_run, tmp_path / "copy")
     before = (run / "last").resolve()
     arrays, state = checkpoints.load_checkpoint(run / "last")
     weights, config = load_weights(run / "last")
@@ -376,6 +393,73 @@ def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_
     assert (run / "last").resolve() == before
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     checkpoints.load_checkpoint(run / "last")  # still complete
+
+
+class Killed(BaseException):
+    """The process dying: raised by every file-system change from the chosen one on."""
+
+
+def kill_at(patch: pytest.MonkeyPatch, change: int) -> None:
+    """Make file-system change number ``change`` (0-based: a rename, a link, a deletion) and
+    every later one raise ``Killed``, as if the process died just before it."""
+    count = itertools.count()
+
+    def dying(function):
+        def wrapper(*args, **kwargs):
+            if next(count) >= change:
+                raise Killed
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for module, name in ((os, "replace"), (os, "rename"), (os, "symlink"), (os, "unlink"),
+                         (os, "rmdir"), (shutil, "rmtree")):
+        patch.setattr(module, name, dying(getattr(module, name)))
+
+
+def save_tiny_checkpoint(run: Path, name: str, value: float) -> None:
+    """A checkpoint whose arrays are 2x2 and all ``value`` (the format does not mind)."""
+    array = mx.full((2, 2), value)
+    state = {"epoch": 1, "step_in_epoch": 0, "step": 4, "best_val_top1": None,
+             "best_epoch": None, "totals": {}, "seed": 0, "config": {}, "value": value}
+    checkpoints.save_checkpoint(run, name, {"fc.weight": array},
+                                InceptionV3Config(num_classes=2, aux_logits=False),
+                                {"model/fc.weight": array}, state)
+
+
+@pytest.mark.parametrize("symbolic_links", [True, False], ids=["symlinks", "pointer-files"])
+def test_a_kill_at_any_moment_of_a_save_leaves_last_naming_a_complete_checkpoint(
+    tmp_path, monkeypatch, symbolic_links
+):
+    if not symbolic_links:  # e.g. an exFAT drive: `last` becomes a pointer file
+
+        def unsupported(*args, **kwargs):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "symlink", unsupported)
+    previous = tmp_path / "previous"
+    save_tiny_checkpoint(previous, "step-00000004", 1.0)
+    seen = set()
+    for change in itertools.count():
+        run = clone_run(previous, tmp_path / f"killed-{change}")
+        with pytest.MonkeyPatch.context() as patch:
+            kill_at(patch, change)
+            try:
+                # The same step saved again (a resumed run that stops before its next step):
+                # the name is taken by the checkpoint `last` names.
+                save_tiny_checkpoint(run, "step-00000004", 2.0)
+                finished = True
+            except Killed:
+                finished = False
+        arrays, state = checkpoints.load_checkpoint(run / "last")
+        assert np.all(np.array(arrays["model/fc.weight"]) == state["value"]), change
+        seen.add(state["value"])
+        if finished:
+            break
+    assert seen == {1.0, 2.0} and change >= 3  # the old one until the link moved, then the new
+    assert (run / "last").is_symlink() == symbolic_links
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000004.1"]
+    assert checkpoints.resolve_link(run, "last") == (run / "checkpoints/step-00000004.1").resolve()
 
 
 def test_evaluated_weights_are_the_moving_average(straight_run):

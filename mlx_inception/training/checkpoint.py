@@ -12,9 +12,13 @@
     RUN_DIR/last -> checkpoints/step-...   (symbolic links, replaced atomically)
     RUN_DIR/best -> checkpoints/step-...
 
-A checkpoint is written into a hidden temporary folder and renamed into place when complete;
-then the ``last``/``best`` link is swapped with one ``os.replace``. A run killed at any moment
-leaves ``last`` pointing at a complete checkpoint.
+A checkpoint is written into a hidden temporary folder and renamed, complete, to a name no other
+checkpoint has (``step-00001234``, or ``step-00001234.1`` when that step was saved before); then
+each link is replaced with one ``os.replace``; only then are the checkpoints no link names
+deleted. A run killed at any moment leaves ``last`` naming a complete checkpoint, the previous
+one or the new one. Where the file system has no symbolic links (exFAT, some network shares),
+``last`` and ``best`` are small text files holding the folder's path relative to RUN_DIR, also
+replaced atomically; ``resolve_link`` and ``load_checkpoint`` follow either.
 """
 
 from __future__ import annotations
@@ -48,11 +52,16 @@ def save_checkpoint(
     state: dict[str, Any],
     links: Iterable[str] = ("last",),
 ) -> Path:
-    """Write a checkpoint atomically, point the ``links`` at it and return its folder."""
+    """Write a checkpoint to a new folder, point the ``links`` at it and return the folder.
+
+    Nothing a link names is deleted or overwritten before every link names the new, complete
+    checkpoint (see the module's docstring).
+    """
     run_dir = Path(run_dir)
-    folder = run_dir / CHECKPOINTS / name
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    parent = run_dir / CHECKPOINTS
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = _unused(parent, name)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
     try:
         mx.eval(dict(arrays), dict(weights))
         state_file = temporary / TRAINING_STATE
@@ -60,31 +69,49 @@ def save_checkpoint(
         _fsync(state_file)
         text = json.dumps({"format_version": FORMAT_VERSION, **state}, indent=2) + "\n"
         save_weights(temporary, weights, config, extra_files={TRAINER_STATE: text})
-        if folder.exists():  # the same step saved again (e.g. interrupted right after an epoch)
-            shutil.rmtree(folder)
         os.replace(temporary, folder)
-        _fsync_dir(folder.parent)
+        _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     for link in links:
         point(run_dir, link, folder)
-    prune(run_dir)
+    prune(run_dir, also_keep=folder)
     return folder
 
 
+def _unused(parent: Path, name: str) -> Path:
+    """Return ``parent/name``, or ``parent/name.N`` with the first N that no folder has."""
+    candidate, number = parent / name, 0
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = parent / f"{name}.{number}"
+    return candidate
+
+
 def point(run_dir: Path, link: str, folder: Path) -> None:
-    """Atomically make ``run_dir/link`` a relative symbolic link to ``folder``."""
+    """Atomically make ``run_dir/link`` name ``folder``: a relative symbolic link, or a pointer
+    file holding the relative path where the file system has no symbolic links."""
+    target = os.path.relpath(folder, run_dir)
     temporary = run_dir / f".{link}.tmp"
     temporary.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(folder, run_dir), temporary)
+    try:
+        os.symlink(target, temporary)
+    except (OSError, NotImplementedError):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(target + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temporary, run_dir / link)
     _fsync_dir(run_dir)
 
 
-def prune(run_dir: Path) -> None:
-    """Delete checkpoints no link points at, and temporary folders of interrupted writes."""
+def prune(run_dir: Path, also_keep: Path | None = None) -> None:
+    """Delete checkpoints no link names (and ``also_keep``), and temporary folders of
+    interrupted writes."""
     keep = {resolve_link(run_dir, link) for link in ("last", "best")}
+    if also_keep is not None:
+        keep.add(also_keep.resolve())
     folder = run_dir / CHECKPOINTS
     for entry in folder.iterdir():
         if entry.resolve() not in keep:
@@ -92,14 +119,29 @@ def prune(run_dir: Path) -> None:
 
 
 def resolve_link(run_dir: Path, link: str) -> Path | None:
-    """Return the checkpoint folder ``run_dir/link`` points at, or None."""
-    path = run_dir / link
-    return path.resolve() if path.is_dir() else None
+    """Return the checkpoint folder ``run_dir/link`` names (a symbolic link or a pointer
+    file), or None."""
+    return _follow(Path(run_dir) / link)
+
+
+def _follow(path: Path) -> Path | None:
+    """Return the folder ``path`` is or names (via a symbolic link or a pointer file), or None."""
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file() and not path.is_symlink() and path.stat().st_size < 4096:
+        try:
+            target = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        folder = path.parent / target
+        if target and folder.is_dir():
+            return folder.resolve()
+    return None
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dict[str, Any]]:
-    """Return (arrays, state) of a checkpoint folder (or of a run's ``last`` link)."""
-    folder = Path(folder)
+    """Return (arrays, state) of a checkpoint folder (or of a run's ``last``/``best`` link)."""
+    folder = _follow(Path(folder)) or Path(folder)
     state_path, arrays_path = folder / TRAINER_STATE, folder / TRAINING_STATE
     if not state_path.is_file() or not arrays_path.is_file():
         raise CheckpointError(

@@ -631,10 +631,11 @@ class Trainer:
     ) -> Trainer:
         """Return a trainer restored from ``run_dir``'s last checkpoint, ready to ``fit()``."""
         run_dir = Path(run_dir)
-        folder = run_dir / "last"
-        if not folder.is_dir():
+        folder = checkpoints.resolve_link(run_dir, "last")
+        if folder is None:
             raise CheckpointError(
-                f"{run_dir} has no checkpoint to resume (no {folder}); start a new run instead"
+                f"{run_dir} has no checkpoint to resume (no {run_dir / 'last'}); start a new "
+                "run instead"
             )
         arrays, state = checkpoints.load_checkpoint(folder)
         data = dict(state["config"])
