@@ -32,6 +32,7 @@ from mlx_inception.data.images import load_image
 from mlx_inception.data.transforms import preprocess
 from mlx_inception.errors import CheckpointError, DataError
 from mlx_inception.training import checkpoint as checkpoints
+from mlx_inception.training.history import read_metrics
 from mlx_inception.training.network import (
     build_network,
     is_decayed,
@@ -239,7 +240,7 @@ def test_fine_tuning_learns_digits_well_above_chance(learning_run):
     assert summary["best_val_top1"] == max(r["val_top1"] for r in records)
 
 
-def test_every_epoch_appends_loss_accuracy_and_throughput_to_metrics_jsonl(learning_run):
+def test_every_epoch_records_loss_accuracy_and_throughput_in_metrics_jsonl(learning_run):
     config, _, run_dir = learning_run
     records = metric_records(run_dir)
     assert [r["epoch"] for r in records] == list(range(1, config.epochs + 1))
@@ -348,6 +349,45 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exactly(straight_run, tiny_d
     assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 1, 3)
     Trainer.resume(out, show_progress=False).fit()
     assert_bit_identical(trained_arrays(out), trained_arrays(straight_run))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["killed before the last line was written", "last line cut off", "last line written twice"],
+)
+def test_resume_rewrites_metrics_jsonl_from_the_checkpoint(straight_run, tmp_path, damage):
+    run = clone_run(straight_run, tmp_path / "run")
+    path = run / "metrics.jsonl"
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    assert len(lines) == 2
+    if damage == "killed before the last line was written":
+        path.write_text(lines[0])
+    elif damage == "last line cut off":
+        path.write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    else:
+        path.write_text(original + lines[1])
+    messages = []
+    trainer = Trainer.resume(run, show_progress=False, log=messages.append)
+    assert path.read_text() == original  # exactly the uninterrupted run's file
+    assert [r["epoch"] for r in trainer.metrics] == [1, 2]
+    assert [m for m in messages if m.startswith("warning:") and "metrics.jsonl" in m]
+
+
+def test_metrics_reader_drops_a_last_line_cut_off_mid_write_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "train_loss": 2.5}\n{"epoch": 2, "train_lo')
+    warnings = []
+    assert read_metrics(path, warnings.append) == [{"epoch": 1, "train_loss": 2.5}]
+    assert len(warnings) == 1 and "last line" in warnings[0]
+
+
+def test_metrics_reader_refuses_a_damaged_line_before_the_last_in_one_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epo\n{"epoch": 2}\n')
+    with pytest.raises(CheckpointError, match="line 2") as error:
+        read_metrics(path)
+    assert "\n" not in str(error.value)
 
 
 def test_resume_refuses_to_change_what_is_computed(straight_run):

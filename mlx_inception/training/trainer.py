@@ -12,8 +12,9 @@ outputs):
    ``inception_distributed_train.py`` does), which evaluation uses.
 
 The loop around it feeds batches decoded in background threads, shows progress, evaluates on
-the validation set after every epoch (evaluation mode, averaged weights), appends a line to
-``metrics.jsonl``, redraws ``curves.png`` and saves ``last`` (and ``best``) checkpoints.
+the validation set after every epoch (evaluation mode, averaged weights), saves ``last`` (and
+``best``) checkpoints, then rewrites ``metrics.jsonl`` and ``curves.png`` from the records the
+checkpoint holds.
 ``Trainer.resume`` restores all of it, so a resumed run continues bit for bit.
 
 Randomness is counter-based: the data order and each image's augmentation come from
@@ -54,6 +55,7 @@ from ..model import InceptionV3, InceptionV3Config
 from . import checkpoint as checkpoints
 from .curves import draw_curves
 from .distributed import average_tree, broadcast_tree, init_group, sum_scalars
+from .history import metrics_text, read_metrics, write_metrics
 from .network import (
     build_network,
     freeze,
@@ -579,14 +581,13 @@ class Trainer:
             progress.best_val_top1, progress.best_epoch = top1, progress.epoch
             links.append("best")
         progress.totals = EpochTotals()
+        # The checkpoint (which holds every record) first: metrics.jsonl then never shows an
+        # epoch without a checkpoint, and a resumed run rewrites it from the checkpoint.
+        self._save(links=tuple(links))
         if self.is_main:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_metrics(self.run_dir / METRICS_FILE, self.metrics)
             draw_curves(self.metrics, self.run_dir / CURVES_FILE)
             self._log(_summary_line(record))
-        self._save(links=tuple(links))
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -609,6 +610,7 @@ class Trainer:
             "seed": self.config.seed,
             "data_fingerprint": self._fingerprint(),
             "evaluated_weights": "moving average" if self.ema else "trained",
+            "metrics": self.metrics,  # the records of every finished epoch
             "config": self.config.to_dict(),
         }
         checkpoints.save_checkpoint(
@@ -672,12 +674,35 @@ class Trainer:
         if state.get("data_fingerprint") != self._fingerprint() and self.is_main:
             self._log("note: the training images changed since the checkpoint: the rest of the "
                       "run will not repeat the original order exactly")
-        metrics_path = self.run_dir / METRICS_FILE
-        if metrics_path.exists():
-            lines = metrics_path.read_text(encoding="utf-8").splitlines()
-            self.metrics = [json.loads(line) for line in lines if line.strip()]
-            self.metrics = [m for m in self.metrics if m["epoch"] <= self.progress.epoch]
+        history = state.get("metrics")
+        if history is None:  # a checkpoint from before checkpoints kept the records
+            history = read_metrics(self.run_dir / METRICS_FILE, self._warn)
+        self.metrics = [m for m in history if m["epoch"] <= self.progress.epoch]
+        if self.is_main:
+            self._restore_metrics_file()
         mx.eval(self._state())
+
+    def _restore_metrics_file(self) -> None:
+        """Make metrics.jsonl hold exactly the checkpoint's records (a run killed after its
+        checkpoint but before the file was written lacks the last epoch's line)."""
+        path = self.run_dir / METRICS_FILE
+        try:
+            current = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        except (OSError, UnicodeDecodeError):
+            current = ""
+        if current == metrics_text(self.metrics) or (current is None and not self.metrics):
+            return
+        if current is not None:
+            self._warn(f"{path} did not match the last checkpoint (the run stopped while "
+                       f"writing it); rewritten from the checkpoint's {len(self.metrics)} epochs")
+        write_metrics(path, self.metrics)
+        draw_curves(self.metrics, self.run_dir / CURVES_FILE)
+
+    def _warn(self, message: str) -> None:
+        if self.is_main:
+            self._log(f"warning: {message}")
 
 
 def _bar_info(totals: EpochTotals) -> str:
