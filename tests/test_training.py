@@ -93,7 +93,8 @@ def metric_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-TIMING = {"images_per_second", "train_seconds", "data_wait_seconds", "data_wait_fraction"}
+TIMING = {"images_per_second", "train_seconds", "data_wait_seconds", "data_wait_fraction",
+          "data_ready_fraction"}
 
 
 # --- the recipe -----------------------------------------------------------------------------
@@ -251,13 +252,17 @@ def test_every_epoch_records_loss_accuracy_and_throughput_in_metrics_jsonl(learn
         assert record["images_per_second"] > 0
 
 
-def test_data_loading_does_not_starve_the_step(learning_run):
-    # Decoding and augmentation run in background threads, prefetching 4 batches: the step
-    # waited for data about 0.2-0.8% of the training time here (forward-only steps, the
-    # fastest kind, on two shared cores).
+def test_data_loading_is_measured_in_every_epochs_metrics(learning_run):
+    # How long the step waited for decoded images, and how many batches were ready before the
+    # step asked, are recorded for the README's measurement; their values depend on the
+    # machine's load, so only their consistency is asserted (the prefetching behaviour itself is
+    # tested in test_training_data.py without timing).
     _, _, run_dir = learning_run
     for record in metric_records(run_dir):
-        assert record["data_wait_fraction"] < 0.2
+        assert 0.0 <= record["data_wait_seconds"] <= record["train_seconds"]
+        assert record["data_wait_fraction"] == pytest.approx(
+            record["data_wait_seconds"] / record["train_seconds"])
+        assert 0.0 <= record["data_ready_fraction"] <= 1.0
 
 
 def test_curves_are_drawn_as_a_png(learning_run):

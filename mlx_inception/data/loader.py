@@ -8,11 +8,13 @@ epoch sees exactly the batches an uninterrupted run would, and each process of a
 run reads only its own share of every global batch.
 
 Pillow decodes and resizes with the GIL released, so threads (not processes) keep the step fed
-without pickling images; ``wait_seconds`` records how long the consumer was kept waiting.
+without pickling images. ``batches_ready`` counts the batches that were fully decoded before the
+consumer asked for them and ``wait_seconds`` how long it was kept waiting for the others.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -109,6 +111,9 @@ class BatchLoader:
         self.prefetch = max(1, prefetch)
         self.wait_seconds = 0.0  # total time __next__ was blocked on decoding
         self.batches_served = 0
+        self.batches_ready = 0  # served batches that were decoded before they were asked for
+        self.images_decoded = 0  # decodes finished (in any order), counted by the workers
+        self._count_lock = threading.Lock()
 
     def __len__(self) -> int:
         """Return the number of batches in one epoch."""
@@ -145,6 +150,8 @@ class BatchLoader:
             jobs = next(plan, None)
             if jobs is not None:
                 futures = [pool.submit(self.load_sample, *job) for job in jobs]
+                for future in futures:
+                    future.add_done_callback(self._count_decoded)
                 pending.append((futures, np.array([label for _, label, _ in jobs], np.int32)))
 
         try:
@@ -153,6 +160,8 @@ class BatchLoader:
             while pending:
                 futures, labels = pending.popleft()
                 queue_next()  # keep `prefetch` batches in flight while this one finishes
+                if all(future.done() for future in futures):
+                    self.batches_ready += 1
                 began = time.perf_counter()
                 images = [future.result() for future in futures]
                 self.wait_seconds += time.perf_counter() - began
@@ -162,3 +171,8 @@ class BatchLoader:
                 yield np.stack(images), labels
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _count_decoded(self, future: Future) -> None:
+        if not future.cancelled():
+            with self._count_lock:
+                self.images_decoded += 1

@@ -127,6 +127,7 @@ class EpochTotals:
     steps: int = 0
     seconds: float = 0.0
     wait_seconds: float = 0.0
+    ready_steps: int = 0  # steps whose batch was decoded before the step asked for it
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -495,13 +496,14 @@ class Trainer:
             self.steps_per_epoch, f"epoch {progress.epoch + 1}/{config.epochs}",
             start=progress.step_in_epoch, enabled=self.show_progress,
         )
-        mark = [time.perf_counter(), loader.wait_seconds]
+        mark = [time.perf_counter(), loader.wait_seconds, loader.batches_ready]
 
-        def account() -> None:  # add the time since the last call to the epoch's totals
+        def account() -> None:  # add what happened since the last call to the epoch's totals
             now = time.perf_counter()
             totals.seconds += now - mark[0]
             totals.wait_seconds += loader.wait_seconds - mark[1]
-            mark[:] = [now, loader.wait_seconds]
+            totals.ready_steps += loader.batches_ready - mark[2]
+            mark[:] = [now, loader.wait_seconds, loader.batches_ready]
 
         try:
             for images, labels in batches:
@@ -573,6 +575,8 @@ class Trainer:
             "data_wait_fraction": (
                 totals.wait_seconds / totals.seconds if totals.seconds > 0 else None
             ),
+            # Share of the steps whose batch the loader had decoded before the step asked.
+            "data_ready_fraction": totals.ready_steps / max(totals.steps, 1),
         }
         self.metrics.append(record)
         links = ["last"]
