@@ -167,6 +167,14 @@ def test_minimum_sizes_follow_the_stem(stem, smallest, smallest_with_aux):
         ({"dtype": "float16"}, "float32 or bfloat16"),
         ({"crop_scale": [0.5, 0.2]}, "crop_scale"),
         ({"unknown_setting": 1}, "unknown training setting"),
+        # Values a config file can hold that used to end in a traceback.
+        ({"epochs": "ten"}, "epochs must be a whole number"),
+        ({"crop_scale": [0.5]}, "crop_scale must be a pair of numbers"),
+        ({"reference_batch": 0}, "--reference-batch must be at least 1"),
+        ({"rmsprop_decay": 1.5}, r"--rmsprop-decay must be in \[0, 1\)"),
+        ({"bn_momentum": float("nan")}, r"--bn-momentum must be in \[0, 1\]"),
+        ({"seed": -1}, "--seed must be 0 or more"),
+        ({"batch_size": 0}, "--batch-size must be at least 2"),
     ],
 )
 def test_invalid_settings_are_refused_in_one_line(settings, message):

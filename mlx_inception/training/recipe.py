@@ -203,7 +203,37 @@ class TrainConfig:
                 f"unknown training setting(s): {', '.join(unknown)}; see `mlx-inception train "
                 "--help`"
             )
-        return cls(**data)
+        config = cls(**data)
+        for item in fields(cls):  # a config file or a damaged checkpoint can hold anything
+            if item.name in data:
+                _check_type(item.name, item.type, getattr(config, item.name))
+        return config
+
+
+_TYPE_NAMES = {
+    "int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+    "list[float]": "a pair of numbers", "None": "null",
+}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """Raise ``ConfigError`` unless ``value`` fits the field's annotation (e.g. "float | None")."""
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    options = [option.strip() for option in annotation.split("|")]
+    fits = {
+        "None": value is None,
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": is_number(value),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list[float]": isinstance(value, list) and len(value) == 2
+        and all(is_number(v) for v in value),
+    }
+    if not any(fits[option] for option in options):
+        expected = " or ".join(_TYPE_NAMES[option] for option in options)
+        raise ConfigError(f"training setting {name} must be {expected}, got {value!r}")
 
 
 # Values that change when fine-tuning pretrained weights, with their sources. The learning rate
@@ -326,6 +356,33 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError("no run directory: pass --out RUN_DIR")
     if config.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 2:
+        raise ConfigError(f"--batch-size must be at least 2 (BatchNorm), got {config.batch_size}")
+    if config.reference_batch < 1:
+        raise ConfigError(f"--reference-batch must be at least 1, got {config.reference_batch}")
+    if config.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
+    # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
+    positive, non_negative = (0, False, math.inf, False), (0, True, math.inf, False)
+    ranges = [  # flag, value, (low, low included, high, high included)
+        ("--base-lr", config.base_learning_rate, positive),
+        ("--lr-decay-rate", config.lr_decay_rate, positive),
+        ("--lr-decay-epochs", config.lr_decay_epochs, non_negative),
+        ("--rmsprop-decay", config.rmsprop_decay, (0, True, 1, False)),
+        ("--rmsprop-momentum", config.rmsprop_momentum, (0, True, 1, False)),
+        ("--rmsprop-epsilon", config.rmsprop_epsilon, positive),
+        ("--clip-norm", config.clip_norm, non_negative),
+        ("--weight-decay", config.weight_decay, non_negative),
+        ("--aux-weight", config.aux_weight, non_negative),
+        ("--bn-momentum", config.bn_momentum, (0, True, 1, True)),
+    ]
+    for flag, value, (low, low_included, high, high_included) in ranges:
+        above = value >= low if low_included else value > low
+        below = value <= high if high_included else value < high
+        if not (above and below):
+            opening, closing = "[" if low_included else "(", "]" if high_included else ")"
+            interval = f"{opening}{low:g}, {high:g}{closing}"
+            raise ConfigError(f"{flag} must be in {interval}, got {value}")
     if config.max_steps is not None and config.max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, got {config.max_steps}")
     if config.stem is not None and config.stem not in STEM_VARIANTS:
