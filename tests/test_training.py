@@ -325,13 +325,20 @@ def straight_run(tiny_digits, tmp_path_factory):
     return out
 
 
-def test_resume_continues_bit_exactly(straight_run, tiny_digits, tmp_path):
-    # Stop after 3 of the 4 steps (inside the second epoch), resume, finish: every weight,
-    # BatchNorm statistic, optimizer slot and moving average equals the uninterrupted run's.
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def stopped_run(tiny_digits, tmp_path_factory):
+    """The straight run's settings stopped after 3 of its 4 steps (inside the second epoch)."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
     config, notes = small_config(tiny_digits, out, epochs=2, max_steps=3)
     summary = Trainer(config, notes=notes, show_progress=False).fit()
     assert summary["stopped"] == "max_steps" and summary["steps"] == 3
+    return out
+
+
+def test_resume_continues_bit_exactly(straight_run, stopped_run, tmp_path):
+    # Resume the run stopped at step 3 and finish: every weight, BatchNorm statistic, optimizer
+    # slot and moving average equals the uninterrupted run's.
+    out = clone_run(stopped_run, tmp_path / "run")
     resumed = Trainer.resume(out, {"max_steps": 4}, show_progress=False).fit()
     assert resumed["steps"] == 4 and resumed["epochs_completed"] == 2
     assert_bit_identical(trained_arrays(out), trained_arrays(straight_run))
@@ -339,6 +346,31 @@ def test_resume_continues_bit_exactly(straight_run, tiny_digits, tmp_path):
     expected = [{k: v for k, v in r.items() if k not in TIMING}
                 for r in metric_records(straight_run)]
     assert strip == expected
+
+
+def test_resume_with_no_steps_left_changes_nothing(stopped_run, tmp_path):
+    out = clone_run(stopped_run, tmp_path / "run")
+    before, arrays = (out / "last").resolve(), trained_arrays(out)
+    summary = Trainer.resume(out, {"max_steps": 3}, show_progress=False).fit()
+    assert (summary["steps"], summary["stopped"]) == (3, "max_steps")
+    assert (out / "last").resolve() == before  # no step taken, no checkpoint written
+    assert_bit_identical(trained_arrays(out), arrays)
+
+
+def test_resume_records_the_changed_settings_in_train_config_json(stopped_run, tmp_path):
+    out = clone_run(stopped_run, tmp_path / "run")
+    Trainer.resume(out, {"epochs": 5, "max_steps": 3, "workers": 1}, show_progress=False).fit()
+    saved = json.loads((out / "train_config.json").read_text())
+    assert (saved["epochs"], saved["max_steps"], saved["workers"]) == (5, 3, 1)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again(tiny_digits,
+                                                                          tmp_path):
+    out = tmp_path / "run"
+    config, notes = small_config(tiny_digits, out, epochs=1)
+    out.mkdir()
+    (out / "train_config.json").write_text(json.dumps(config.to_dict()))  # and nothing else
+    assert Trainer(config, notes=notes, show_progress=False).config.out == str(out)
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exactly(straight_run, tiny_digits,

@@ -44,6 +44,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..atomic import write_text_atomically
 from ..checkpoints.store import model_weights, read_config
 from ..data.augment import training_input
 from ..data.folder import ImageFolder
@@ -218,7 +219,9 @@ class Trainer:
     # --- set-up ---------------------------------------------------------------------------------
 
     def _refuse_existing_run(self) -> None:
-        if (self.run_dir / "last").exists() or (self.run_dir / CONFIG_FILE).exists():
+        # A folder with a configuration but no checkpoint (a run stopped before its first
+        # save) has nothing to resume or lose, so it may be started again.
+        if (self.run_dir / "last").exists() or (self.run_dir / "best").exists():
             raise ConfigError(
                 f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
                 "or choose another --out"
@@ -400,9 +403,9 @@ class Trainer:
         config, progress = self.config, self.progress
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.run_dir / CONFIG_FILE).exists():
-                _write_text(self.run_dir / CONFIG_FILE,
-                            json.dumps(config.to_dict(), indent=2) + "\n")
+            # Written at every start: a resumed run may have new epochs, max_steps, workers.
+            write_text_atomically(self.run_dir / CONFIG_FILE,
+                                  json.dumps(config.to_dict(), indent=2) + "\n")
             for note in self.notes:
                 self._log(f"note: {note}")
             self._log(
@@ -415,6 +418,9 @@ class Trainer:
         restore = self._install_signal_handlers()
         try:
             while progress.epoch < config.epochs:
+                if config.max_steps is not None and progress.step >= config.max_steps:
+                    stopped = "max_steps"  # resumed with no steps left: change nothing
+                    break
                 stopped = self._run_epoch(step)
                 if progress.step_in_epoch < self.steps_per_epoch:  # stopped inside the epoch
                     self._save(links=("last",))
@@ -729,12 +735,6 @@ def _tree_scale(a, scale: float):
     if isinstance(a, dict):
         return {k: _tree_scale(v, scale) for k, v in a.items()}
     return a * scale
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _summary_line(record: dict[str, Any]) -> str:
