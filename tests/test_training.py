@@ -708,6 +708,37 @@ def test_an_unreadable_image_stops_with_one_line_and_a_resumable_checkpoint(tmp_
     checkpoints.load_checkpoint(out / "last")  # nothing is lost: the run can continue
 
 
+def test_an_unreadable_validation_image_keeps_the_epochs_steps(tmp_path, tiny_digits, capsys):
+    val = tmp_path / "val"
+    shutil.copytree(tiny_digits / "val", val)
+    broken = next((val / "digit_1").iterdir())
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "run"
+    assert run_cli("--data", str(tiny_digits / "train"), "--val", str(val), "--out", str(out),
+                   "--image-size", "75", "--batch-size", "4", "--epochs", "1") == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and broken.name in error and "--resume" in error
+    assert len(error.splitlines()) == 1
+    # Saved after the epoch's 2 steps, before its evaluation: nothing trained is lost.
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (0, 2, 2)
+    shutil.copy(next((val / "digit_0").iterdir()), broken)  # the user fixes the file
+    summary = Trainer.resume(out, show_progress=False).fit()
+    assert (summary["steps"], summary["epochs_completed"]) == (2, 1)
+    assert [r["epoch"] for r in metric_records(out)] == [1]
+
+
+def test_a_damaged_trainer_state_is_refused_in_one_line(tmp_path):
+    save_tiny_checkpoint(tmp_path / "run", "step-00000004", 1.0)
+    path = tmp_path / "run" / "last" / "trainer_state.json"
+    state = json.loads(path.read_text())
+    del state["config"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="lacks config") as error:
+        checkpoints.load_checkpoint(tmp_path / "run" / "last")
+    assert "\n" not in str(error.value) and "start a new run" in str(error.value)
+
+
 def test_missing_data_folder_is_refused(tmp_path, capsys):
     assert run_cli("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")) == 1
     assert "no such folder" in capsys.readouterr().err

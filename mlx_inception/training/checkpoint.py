@@ -41,6 +41,9 @@ CHECKPOINTS = "checkpoints"
 TRAINING_STATE = "training_state.safetensors"
 TRAINER_STATE = "trainer_state.json"
 FORMAT_VERSION = 1
+# What trainer_state.json must hold for a run to resume.
+REQUIRED_STATE = ("epoch", "step_in_epoch", "step", "best_val_top1", "best_epoch", "totals",
+                  "config")
 
 
 def save_checkpoint(
@@ -147,15 +150,24 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dic
         raise CheckpointError(
             f"{folder} is not a training checkpoint (needs {TRAINER_STATE} and {TRAINING_STATE})"
         )
+    damaged = f"{folder}: damaged checkpoint"
+    what_now = "restore the folder from a copy or start a new run"
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
         arrays = mx.load(str(arrays_path))
     except (OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{folder}: damaged checkpoint ({error})") from None
+        raise CheckpointError(f"{damaged} ({error}); {what_now}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{damaged} ({TRAINER_STATE} is not a JSON object); {what_now}")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{folder}: checkpoint format {state.get('format_version')} is not "
             f"{FORMAT_VERSION}; resume it with the version of mlx-inception that wrote it"
+        )
+    missing = [key for key in REQUIRED_STATE if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{damaged} ({TRAINER_STATE} lacks {', '.join(missing)}); {what_now}"
         )
     return arrays, state
 

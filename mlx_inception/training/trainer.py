@@ -562,9 +562,17 @@ class Trainer:
     def _finish_epoch(self) -> None:
         """Evaluate, record metrics, redraw the curves and save checkpoints."""
         progress, totals = self.progress, self.progress.totals
+        try:
+            evaluation = self.evaluate()
+        except ImageError as error:
+            # The epoch's steps are done: keep them. The checkpoint is at the epoch's last step,
+            # so a resumed run starts by evaluating again.
+            self._save(links=("last",))
+            raise DataError(
+                f"{error}; fix or remove the file, then continue with --resume {self.run_dir}"
+            ) from None
         progress.epoch += 1
         progress.step_in_epoch = 0
-        evaluation = self.evaluate()
         record = {
             "epoch": progress.epoch,
             "step": progress.step,
@@ -676,7 +684,11 @@ class Trainer:
         self.optimizer.state = tree_unflatten(list(part("optimizer/").items()))
         self.ema.clear()
         self.ema.update(part("ema/"))
-        totals = EpochTotals(**state["totals"])
+        try:
+            totals = EpochTotals(**state["totals"])
+        except TypeError as error:
+            raise CheckpointError(f"the checkpoint's running totals are damaged ({error}); "
+                                  "restore it from a copy or start a new run") from None
         self.progress = Progress(
             epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], step=state["step"],
             best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"], totals=totals,
