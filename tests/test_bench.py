@@ -53,7 +53,7 @@ def test_mlx_inference_worker_reports_times_memory_device_and_blas(framework):
     assert result["blas"] and result["versions"]["mlx"]
 
 
-def test_mlx_training_worker_runs_a_compiled_step():
+def test_mlx_training_worker_runs_a_training_step():
     result = run_worker({**TINY, "batch": 2, "framework": "mlx", "task": "training"})
     assert "error" not in result, result.get("error")
     assert len(result["times"]) == 2

@@ -110,3 +110,19 @@ def test_nothing_is_loaded_outside_linux(monkeypatch):
     monkeypatch.setattr(_blas, "library", _blas.library)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert _blas.preload() == "platform BLAS (not Linux: MLX uses Accelerate on macOS)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU cache is raised on Linux")
+def test_the_cpu_buffer_cache_is_raised_at_import_and_never_lowered():
+    import mlx.core as mx
+
+    if mx.default_device().type != mx.DeviceType.cpu:
+        pytest.skip("the default device is a GPU: its allocator's cache is left alone")
+    done = run_python("import mlx_inception, mlx.core as mx; print('LIMIT', mx.set_cache_limit(0))")
+    assert f"LIMIT {_blas.CPU_CACHE_LIMIT}" in done.stdout
+    previous = mx.set_cache_limit(4 << 30)
+    try:
+        assert _blas.raise_cpu_cache_limit(1 << 20) == 4 << 30
+        assert mx.set_cache_limit(4 << 30) == 4 << 30  # still the larger one
+    finally:
+        mx.set_cache_limit(previous)

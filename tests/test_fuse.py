@@ -18,9 +18,9 @@ import pytest
 from conftest import random_images, real_photos
 
 import mlx_inception
-from mlx_inception.model import BatchNorm, InceptionE, InceptionV3, InceptionV3Config
+from mlx_inception.model import BatchNorm, InceptionE, InceptionV3, InceptionV3Config, parallel
 from mlx_inception.model.fuse import (
-    CompiledInceptionV3,
+    FastInceptionV3,
     FusedInceptionE,
     ParallelPointwise,
     PointwiseConv2d,
@@ -172,17 +172,45 @@ def test_optimizing_twice_changes_nothing(models):
     images = mx.array(random_images((1, 75, 75, 3), seed=10))
     before = fast(images)
     again = optimize_for_inference(fast)
-    assert again is fast and isinstance(fast, CompiledInceptionV3)
+    assert again is fast and isinstance(fast, FastInceptionV3)
     np.testing.assert_array_equal(np.array(fast(images)), np.array(before))
 
 
-def test_compiled_model_sees_later_weight_changes():
+def test_compiled_forward_gives_the_plain_logits(models):
+    # The GPU path (mx.compile), run here on the CPU.
+    plain, fast = models
+    images = mx.array(random_images((2, 75, 75, 3), seed=15))
+    assert relative_error(fast.compiled_forward(images), plain(images)) <= RELATIVE_TOLERANCE
+
+
+def test_compiled_forward_sees_later_weight_changes():
     _, fast = plain_and_fast(seed=11, aux_logits=False, num_classes=10)
     images = mx.array(random_images((1, 75, 75, 3), seed=12))
-    mx.eval(fast(images))  # traced and compiled here
+    mx.eval(fast.compiled_forward(images))  # traced and compiled here
     bias = mx.arange(10, dtype=mx.float32)
     fast.update({"fc": {"weight": mx.zeros_like(fast.fc.weight), "bias": bias}})
-    np.testing.assert_array_equal(np.array(fast(images)), np.array(bias)[None])
+    np.testing.assert_array_equal(np.array(fast.compiled_forward(images)), np.array(bias)[None])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_two_stream_forward_gives_the_sequential_logits(models, batch):
+    # batch 1: stem rows and block branches split over the streams; 3: images alternate.
+    _, fast = models
+    images = mx.array(random_images((batch, 107, 107, 3), seed=16))
+    sequential = InceptionV3.__call__(fast, images)
+    assert relative_error(parallel.forward(fast, images), sequential) <= 1e-6
+
+
+def test_two_stream_forward_handles_the_other_stems_and_pools():
+    plain, fast = plain_and_fast(seed=17, stem="79", mixed_7c_pool="max", aux_logits=False)
+    images = mx.array(random_images((1, 79, 79, 3), seed=18))
+    assert relative_error(parallel.forward(fast, images), plain(images)) <= RELATIVE_TOLERANCE
+
+
+def test_too_small_an_input_gets_the_plain_model_error(models):
+    _, fast = models
+    with pytest.raises(ValueError, match="too small"):
+        fast(mx.zeros((1, 60, 60, 3)))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
