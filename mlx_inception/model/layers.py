@@ -7,6 +7,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import gradients
+
 # Every BatchNorm in Inception-v3 uses eps = 0.001 (TF-slim's value, kept by torchvision);
 # MLX's default of 1e-5 would shift every activation of ported weights.
 BATCHNORM_EPS = 1e-3
@@ -65,7 +67,9 @@ class BasicConv2d(nn.Module):
         stddev: float = 0.1,
     ):
         super().__init__()
-        self.conv = nn.Conv2d(
+        # Strided: same layer, with an input gradient MLX's CPU backend computes fast.
+        conv = nn.Conv2d if _pair(stride) == (1, 1) else gradients.StridedConv2d
+        self.conv = conv(
             in_channels, out_channels, _pair(kernel_size), _pair(stride), _pair(padding), bias=False
         )
         self.bn = BatchNorm(out_channels)
@@ -99,12 +103,12 @@ def avg_pool_3x3_same(x: mx.array, count_include_pad: bool = True) -> mx.array:
 
 def max_pool(x: mx.array, kernel_size: int, stride: int) -> mx.array:
     """Max pool without padding (torchvision's ``F.max_pool2d(x, k, s)``, floor mode)."""
-    return nn.MaxPool2d(kernel_size, stride)(x)
+    return gradients.max_pool(x, kernel_size, stride)
 
 
 def avg_pool(x: mx.array, kernel_size: int, stride: int) -> mx.array:
     """Average pool without padding (torchvision's ``F.avg_pool2d(x, k, s)``)."""
-    return nn.AvgPool2d(kernel_size, stride)(x)
+    return gradients.avg_pool(x, kernel_size, stride)
 
 
 def global_average_pool(x: mx.array) -> mx.array:
