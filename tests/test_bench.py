@@ -34,6 +34,13 @@ def test_timed_stops_when_its_budget_is_spent_but_times_one_call_at_least():
     assert len(times) == 1 and times[0] >= 0.02
 
 
+def test_a_call_slower_than_a_quarter_of_the_budget_is_warmed_up_once_only():
+    calls = []
+    times = timed(lambda: (calls.append(1), time.sleep(0.02)), iterations=1, warmup=3,
+                  budget_s=0.04)
+    assert len(calls) == 2 and len(times) == 1
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
 def test_peak_memory_counts_what_the_task_allocated():
     memory = PeakMemory()
