@@ -55,7 +55,9 @@ def test_mlx_inference_worker_reports_times_memory_device_and_blas(framework):
     result = run_worker({**TINY, "framework": framework, "task": "inference"})
     assert "error" not in result, result.get("error")
     assert len(result["times"]) == 2 and min(result["times"]) > 0
-    assert result["peak_mib"] > 0 and result["allocator_peak_mib"] > 0
+    # A tiny run can fit in pages the process already holds, so its resident-set growth may be 0;
+    # MLX's own allocator always records the activations it handed out.
+    assert result["peak_mib"] >= 0 and result["allocator_peak_mib"] > 0
     assert result["device"].startswith("Device(")
     assert result["blas"] and result["versions"]["mlx"]
 
