@@ -316,9 +316,10 @@ class FastInceptionV3(InceptionV3):
 
     On a GPU: one ``mx.compile``-d graph, traced per input shape; the model's arrays are its
     declared inputs, so later changes to them (``set_dtype``, ``update``) are seen. On the CPU:
-    :func:`mlx_inception.model.parallel.forward`, two streams and no compilation (a compiled
-    convolution + bias + ReLU measured 20-30% slower than the eager one on MLX 0.32's CPU
-    backend). ``forward_with_taps`` runs eagerly and sequentially, as before.
+    no compilation (a compiled convolution + bias + ReLU measured 20-30% slower than the eager
+    one on MLX 0.32's CPU backend), and a single image runs on two streams
+    (:func:`mlx_inception.model.parallel.forward`). ``forward_with_taps`` runs eagerly and
+    sequentially, as before.
     """
 
     def __call__(self, x: mx.array) -> mx.array | tuple[mx.array, mx.array]:
