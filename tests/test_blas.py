@@ -28,7 +28,7 @@ REPORT = "import mlx_inception; print('STATUS', mlx_inception._blas.status)"
 
 def run_python(code: str, **environment: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLX_INCEPTION_FAST_BLAS", "MKL_VERBOSE")}
+           if k not in ("MLX_INCEPTION_FAST_BLAS", "MLX_INCEPTION_TUNE_MALLOC", "MKL_VERBOSE")}
     env.update(environment)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120, check=True)
@@ -112,17 +112,35 @@ def test_nothing_is_loaded_outside_linux(monkeypatch):
     assert _blas.preload() == "platform BLAS (not Linux: MLX uses Accelerate on macOS)"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU cache is raised on Linux")
-def test_the_cpu_buffer_cache_is_raised_at_import_and_never_lowered():
-    import mlx.core as mx
+REUSE = """
+import resource, mlx_inception, mlx.core as mx
+from mlx_inception.model import InceptionV3, InceptionV3Config
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+model = InceptionV3(InceptionV3Config(aux_logits=False), init_weights=False).eval()
+images = mx.zeros((1, 299, 299, 3))
+for _ in range(3):  # the first pass grows the heap; count the last one's page faults
+    before = faults()
+    mx.eval(model(images))
+print("TUNED", mlx_inception._blas.malloc_tuned, "FAULTS", faults() - before)
+"""
 
-    if mx.default_device().type != mx.DeviceType.cpu:
-        pytest.skip("the default device is a GPU: its allocator's cache is left alone")
-    done = run_python("import mlx_inception, mlx.core as mx; print('LIMIT', mx.set_cache_limit(0))")
-    assert f"LIMIT {_blas.CPU_CACHE_LIMIT}" in done.stdout
-    previous = mx.set_cache_limit(4 << 30)
-    try:
-        assert _blas.raise_cpu_cache_limit(1 << 20) == 4 << 30
-        assert mx.set_cache_limit(4 << 30) == 4 << 30  # still the larger one
-    finally:
-        mx.set_cache_limit(previous)
+
+def faults_line(output: str) -> tuple[str, int]:
+    words = next(line for line in output.splitlines() if line.startswith("TUNED")).split()
+    return words[1], int(words[3])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc is tuned on Linux")
+def test_tuned_malloc_serves_a_repeated_forward_pass_without_page_faults():
+    tuned, faults = faults_line(run_python(REUSE).stdout)
+    if tuned != "True":
+        pytest.skip("not glibc: no mallopt")
+    assert faults < 1000  # measured: 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc is tuned on Linux")
+def test_setting_the_malloc_switch_to_off_leaves_malloc_alone():
+    tuned, faults = faults_line(run_python(REUSE, MLX_INCEPTION_TUNE_MALLOC="0").stdout)
+    assert tuned == "False"
+    assert faults > 5000  # measured: about 11,000 fresh pages per 299 px pass

@@ -53,6 +53,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             conv.weight = weight
             conv.bias = bias
             del module["bn"]
+            # Now, layer by layer: the unfolded weights and statistics are freed as we go
+            # instead of all living beside the folded ones until the first evaluation.
+            mx.eval(conv.weight, conv.bias)
     model.eval()
     return model
 
@@ -127,6 +130,7 @@ class ParallelPointwise(nn.Module):
         in_channels = weights[0].shape[-1]
         self.weight = mx.concatenate([w.reshape(w.shape[0], in_channels) for w in weights])
         self.bias = mx.concatenate(list(biases))
+        mx.eval(self.weight, self.bias)  # the separate weights are freed block by block
         # Plain ints, kept out of the parameter tree.
         object.__setattr__(self, "_widths", tuple(int(w.shape[0]) for w in weights))
         self.pooled_last = pooled_last

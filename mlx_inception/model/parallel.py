@@ -1,16 +1,18 @@
-"""The fused network's eval forward pass for one image, spread over two CPU streams.
+"""The fused network's eval forward pass, image by image, spread over two CPU streams.
 
 MLX's CPU backend runs each stream's operations on one thread; only the BLAS call inside a
 convolution uses more. Padding, unfolding (im2col), bias + ReLU, pooling and concatenation,
-about a third of this network's time on one image, therefore run on one core. A second stream
-gives them the other core: the stem's convolutions are split by output rows, and in every
-Inception block the branch after the fused 1x1 matmul with the most work runs on the second
-stream (branch3x3dbl, branch7x7dbl, branch7x7x3, the 3x3dbl_3a half of Figure 7). Measured on
-2 cores: 6.5 images/s against 5.9 for the same network on one stream.
+about a third of this network's time, therefore run on one core. A second stream gives them
+the other core: the stem's convolutions are split into bands of output rows, alternating
+between the streams, and in every Inception block the branch after the fused 1x1 matmul with
+the most work runs on the second stream (branch3x3dbl, branch7x7dbl, branch7x7x3, the
+3x3dbl_3a half of Figure 7). Measured on 2 cores: 6.5 images/s against 5.9 for the same
+network on one stream.
 
-Batches of several images stay on one stream: there the matrix products are large enough to
-keep both cores busy through the BLAS, and two streams (images alternating, or branches split)
-measured 5-15% slower, the two streams' BLAS threads then competing for the same cores.
+A batch goes through image by image: as fast per image as a whole batch on one stream here
+(the BLAS ran the one-image matrix products at a higher rate), and the largest buffer, the
+stem's unfolded input, stays at one band of one image (at most 8 MB instead of 200 MB for 8
+images), which keeps the peak memory of a batch that of a single image.
 
 The operations and values are the sequential forward's; only the matrix products of half an
 input are blocked differently by the BLAS, so results agree to float32 rounding. Needs a model
@@ -35,36 +37,46 @@ def cpu_streams() -> tuple[mx.Stream, mx.Stream]:
     return _streams[0], _streams[1]
 
 
+#: Largest unfolded input (im2col) of one band of a stem convolution, in bytes.
+BAND_BYTES = 8 << 20
+
+
 def forward(model: InceptionV3, images: mx.array) -> mx.array:
-    """Return the eval logits of ``images`` (N, H, W, 3): one image on two CPU streams,
-    larger batches on the current stream."""
-    if (
-        images.shape[0] != 1
-        or min(images.shape[1], images.shape[2]) < model._minimum_size
-        or any("bn" in getattr(model, name) for name in model._stem_names() if name in model)
+    """Return the eval logits of ``images`` (N, H, W, 3), image by image on two CPU streams."""
+    if min(images.shape[1], images.shape[2]) < model._minimum_size or any(
+        "bn" in getattr(model, name) for name in model._stem_names() if name in model
     ):
-        return InceptionV3.__call__(model, images)  # also raises the usual errors
-    return _forward_one(model, images, *cpu_streams())
+        return InceptionV3.__call__(model, images)  # raises the usual errors / unfolded model
+    first, second = cpu_streams()
+    logits = [_forward_one(model, images[i : i + 1], first, second)
+              for i in range(images.shape[0])]
+    if len(logits) == 1:
+        return logits[0]
+    with mx.stream(first):
+        return mx.concatenate(logits, axis=0)
 
 
 def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx.Stream):
-    """A folded BasicConv2d whose output rows are computed half on each stream."""
+    """A folded BasicConv2d computed in bands of output rows, alternating between streams."""
     conv = module.conv
     (pad_h, pad_w), (stride_h, stride_w) = conv.padding, conv.stride
-    kernel_h = conv.weight.shape[1]
+    out_channels, kernel_h, kernel_w, in_channels = conv.weight.shape
     with mx.stream(first):
         if pad_h or pad_w:
             x = mx.pad(x, [(0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)])
     rows = (x.shape[1] - kernel_h) // stride_h + 1
-    middle = rows // 2
-    halves = []
-    for stream, (start, stop) in ((first, (0, middle)), (second, (middle, rows))):
-        with mx.stream(stream):
+    columns = (x.shape[2] - kernel_w) // stride_w + 1
+    unfolded_row = x.shape[0] * columns * kernel_h * kernel_w * in_channels * x.itemsize
+    bands = max(2, -(-rows * unfolded_row // BAND_BYTES))
+    edges = [rows * b // bands for b in range(bands + 1)]
+    parts = []
+    for band, (start, stop) in enumerate(zip(edges, edges[1:], strict=False)):
+        with mx.stream(first if band % 2 == 0 else second):
             part = x[:, start * stride_h : (stop - 1) * stride_h + kernel_h]
             part = mx.conv2d(part, conv.weight, stride=(stride_h, stride_w))
-            halves.append(nn.relu(part + conv.bias))
+            parts.append(nn.relu(part + conv.bias))
     with mx.stream(first):
-        return mx.concatenate(halves, axis=1)
+        return mx.concatenate(parts, axis=1)
 
 
 def _inception_a(block, x, first, second):
