@@ -128,3 +128,23 @@ def random_images(shape: tuple[int, int, int, int], seed: int = 0) -> np.ndarray
     """ImageNet-normalised-looking float32 input, NHWC."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal(shape).astype(np.float32)
+
+
+# Parity tolerance: float32 arithmetic in another order (MLX's and PyTorch's convolutions,
+# pooling and means accumulate differently) agrees to max|diff| <= 1e-4 * max|reference|.
+RELATIVE_TOLERANCE = 1e-4
+# In training mode every BatchNorm divides by the standard deviation of a small batch, which
+# amplifies the rounding differences layer after layer: 1e-3 there (measured: about 2e-4).
+TRAINING_TOLERANCE = 1e-3
+
+
+def assert_close(actual, expected, name: str = "output",
+                 tolerance: float = RELATIVE_TOLERANCE) -> float:
+    """Assert max|actual - expected| <= tolerance * max|expected|; return the relative error."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: {actual.shape} != {expected.shape}"
+    error = float(np.max(np.abs(actual - expected)))
+    scale = float(np.max(np.abs(expected)))
+    assert error <= tolerance * scale, f"{name}: max|diff| {error:.3g} vs scale {scale:.3g}"
+    return error / scale

@@ -10,29 +10,13 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import make_reference_model, random_images, to_nhwc
+from conftest import TRAINING_TOLERANCE, assert_close, make_reference_model, random_images, to_nhwc
 
 import mlx_inception
 from mlx_inception.checkpoints.convert import convert_file
 from mlx_inception.loading import build
 
 torch = pytest.importorskip("torch")
-
-RELATIVE_TOLERANCE = 1e-4
-# In training mode every BatchNorm divides by the standard deviation of a 2-image batch, which
-# amplifies the rounding differences layer after layer: 1e-3 there (measured: about 2e-4).
-TRAINING_TOLERANCE = 1e-3
-
-
-def assert_close(actual, expected, name: str = "output", tolerance: float = RELATIVE_TOLERANCE):
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{name}: {actual.shape} != {expected.shape}"
-    error = float(np.max(np.abs(actual - expected)))
-    scale = float(np.max(np.abs(expected)))
-    assert error <= tolerance * scale, f"{name}: max|diff| {error:.3g} vs scale {scale:.3g}"
-    return error / scale
-
 
 def torch_forward(model, images: np.ndarray):
     with torch.no_grad():

@@ -19,7 +19,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from conftest import random_images, to_nhwc
+from conftest import TRAINING_TOLERANCE, assert_close, random_images, to_nhwc
 from mlx.utils import tree_flatten
 
 import mlx_inception
@@ -32,19 +32,6 @@ from mlx_inception.model.inception_v3 import minimum_input_size
 from mlx_inception.model.layers import avg_pool_3x3_same
 
 torch = pytest.importorskip("torch")
-
-RELATIVE_TOLERANCE = 1e-4
-TRAINING_TOLERANCE = 1e-3
-
-
-def assert_close(actual, expected, name: str = "output", tolerance: float = RELATIVE_TOLERANCE):
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{name}: {actual.shape} != {expected.shape}"
-    error = float(np.max(np.abs(actual - expected)))
-    scale = float(np.max(np.abs(expected)))
-    assert error <= tolerance * scale, f"{name}: max|diff| {error:.3g} vs scale {scale:.3g}"
-
 
 def nchw(images: np.ndarray):
     return torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
