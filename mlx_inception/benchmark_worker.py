@@ -45,9 +45,12 @@ class PeakMemory:
         try:
             with open("/proc/self/clear_refs", "w") as clear_refs:
                 clear_refs.write("5")  # 5: reset the peak resident set size to the current one
-            self.exact = self.baseline_kib is not None
         except OSError:
-            pass
+            return
+        # The baseline is the peak just after the reset, not an earlier reading of the resident
+        # set, which may have shrunk in between and left the growth negative.
+        self.baseline_kib = _status_kib("VmHWM")
+        self.exact = self.baseline_kib is not None
 
     def peak_mib(self) -> float:
         """Return the task's peak in MiB (the process's peak where it cannot be isolated)."""
