@@ -14,7 +14,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_inception.model import BasicConv2d, gradients
+from mlx_inception.model import BasicConv2d, conv, gradients
 
 TOLERANCE = 1e-5
 
@@ -79,4 +79,4 @@ def test_max_pool_gives_a_tied_window_gradient_to_its_first_maximum_like_pytorch
 
 def test_inception_strided_layers_use_the_fast_gradient():
     assert isinstance(BasicConv2d(8, 8, 3, stride=2).conv, gradients.StridedConv2d)
-    assert type(BasicConv2d(8, 8, 3).conv) is nn.Conv2d
+    assert type(BasicConv2d(8, 8, 3).conv) is conv.Conv2d  # stride 1: shifted matrix products

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from . import gradients
+from .conv import Conv2d
 
 # Every BatchNorm in Inception-v3 uses eps = 0.001 (TF-slim's value, kept by torchvision);
 # MLX's default of 1e-5 would shift every activation of ported weights.
@@ -26,6 +28,47 @@ def _mean_over_leading_axes(x: mx.array) -> mx.array:
     return x
 
 
+@functools.cache
+def _batch_norm_relu(eps: float):
+    """Return ``f(x, weight, bias) -> (relu(batch_norm(x)), mean, var)`` in training mode, with
+    its gradient written by hand.
+
+    Autodiff through the plain expression keeps every intermediate (centred input, its square,
+    the normalised and the scaled input, ReLU's mask) and takes a dozen passes over the
+    activation; this keeps only the input and the output and takes the textbook gradient
+    (Ioffe & Szegedy 2015, section 3) through ReLU, whose mask is ``output > 0`` as in PyTorch:
+
+        g = dy * (y > 0);  xc = x - mean;  k = weight / sqrt(var + eps)
+        dbias = sum(g);  dweight = sum(g * xc) / sqrt(var + eps)
+        dx = k * (g - mean(g)) - k * mean(g * xc) / (var + eps) * xc
+    """
+
+    @mx.custom_function
+    def forward(x: mx.array, weight: mx.array, bias: mx.array):
+        mean = _mean_over_leading_axes(x)
+        centred = x - mean
+        var = _mean_over_leading_axes(mx.square(centred))
+        scale = mx.rsqrt(var + eps) * weight
+        return nn.relu(centred * scale + bias), mean, var
+
+    @forward.vjp
+    def backward(primals, cotangents, outputs):
+        x, weight, _ = primals
+        y, mean, var = outputs
+        g = mx.where(y > 0, cotangents[0], mx.zeros((), dtype=y.dtype))
+        centred = x - mean
+        inv_var = 1.0 / (var + eps)
+        inv_std = mx.sqrt(inv_var)
+        g_mean = _mean_over_leading_axes(g)
+        gx_mean = _mean_over_leading_axes(g * centred)
+        k = weight * inv_std
+        dx = (g - g_mean) * k - centred * (k * gx_mean * inv_var)
+        count = math.prod(x.shape[:-1])
+        return dx, gx_mean * inv_std * count, g_mean * count
+
+    return forward
+
+
 class BatchNorm(nn.BatchNorm):
     """Batch normalisation over the last axis that updates running statistics as PyTorch does.
 
@@ -42,12 +85,23 @@ class BatchNorm(nn.BatchNorm):
         else:
             mean = _mean_over_leading_axes(x)
             var = _mean_over_leading_axes(mx.square(x - mean))
-            count = math.prod(x.shape[:-1])
-            unbiased = var * (count / max(count - 1, 1))
-            m = self.momentum
-            self.running_mean = (1 - m) * self.running_mean + m * mx.stop_gradient(mean)
-            self.running_var = (1 - m) * self.running_var + m * mx.stop_gradient(unbiased)
+            self._update_running_statistics(mean, var, math.prod(x.shape[:-1]))
         return (x - mean) * mx.rsqrt(var + self.eps) * self.weight + self.bias
+
+    def relu(self, x: mx.array) -> mx.array:
+        """Return ``relu(self(x))``; in training mode through one operation with a hand-written
+        gradient, which keeps only its input and output for the backward pass."""
+        if not self.training:
+            return nn.relu(self(x))
+        y, mean, var = _batch_norm_relu(self.eps)(x, self.weight, self.bias)
+        self._update_running_statistics(mean, var, math.prod(x.shape[:-1]))
+        return y
+
+    def _update_running_statistics(self, mean: mx.array, var: mx.array, count: int) -> None:
+        unbiased = var * (count / max(count - 1, 1))
+        m = self.momentum
+        self.running_mean = (1 - m) * self.running_mean + m * mx.stop_gradient(mean)
+        self.running_var = (1 - m) * self.running_var + m * mx.stop_gradient(unbiased)
 
 
 class BasicConv2d(nn.Module):
@@ -67,8 +121,9 @@ class BasicConv2d(nn.Module):
         stddev: float = 0.1,
     ):
         super().__init__()
-        # Strided: same layer, with an input gradient MLX's CPU backend computes fast.
-        conv = nn.Conv2d if _pair(stride) == (1, 1) else gradients.StridedConv2d
+        # Same layer as nn.Conv2d, computed the way MLX's CPU backend runs fast: stride 1 as
+        # shifted matrix products (conv.py), strided with a fast input gradient (gradients.py).
+        conv = Conv2d if _pair(stride) == (1, 1) else gradients.StridedConv2d
         self.conv = conv(
             in_channels, out_channels, _pair(kernel_size), _pair(stride), _pair(padding), bias=False
         )
@@ -79,7 +134,7 @@ class BasicConv2d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         x = self.conv(x)
         if "bn" in self:
-            x = self.bn(x)
+            return self.bn.relu(x)
         return nn.relu(x)
 
 

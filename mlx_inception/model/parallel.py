@@ -25,6 +25,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .conv import conv2d
 from .inception_v3 import MIXED, InceptionV3
 from .layers import BasicConv2d, global_average_pool, max_pool
 
@@ -75,7 +76,10 @@ def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx
     for band, (start, stop) in enumerate(zip(edges, edges[1:], strict=False)):
         with mx.stream(first if band % 2 == 0 else second):
             part = x[:, start * stride_h : (stop - 1) * stride_h + kernel_h]
-            part = mx.conv2d(part, conv.weight, stride=(stride_h, stride_w))
+            if (stride_h, stride_w) == (1, 1):
+                part = conv2d(part, conv.weight)
+            else:
+                part = mx.conv2d(part, conv.weight, stride=(stride_h, stride_w))
             parts.append(nn.relu(part + conv.bias))
     with mx.stream(first):
         return mx.concatenate(parts, axis=1)

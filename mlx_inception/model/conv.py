@@ -1,0 +1,103 @@
+"""Stride-1 convolutions on the CPU as sums of shifted matrix products, forward and backward.
+
+MLX's CPU backend computes a convolution by unfolding its input (im2col: a copy k*k times the
+size of the input, made on one thread) and one matrix product. Row-major NHWC, flattened to
+(N*H*W, C) rows, has a property that avoids the copy: the input pixel that kernel tap (i, j)
+reads for output position r is row r + i*W + j, so
+
+    y[r] = sum over (i, j) of x[r + i*W + j] @ w[i, j]        (r = n*H*W + h*W + w)
+
+is k*k matrix products over *contiguous* slices of the input, accumulated in place
+(``mx.addmm``). Rows whose window wraps past the right or bottom edge are computed and dropped
+(for a 3x3 kernel on 147x147: 3% more work). The gradients have the same form: the weight
+gradient of tap (i, j) is ``x[i*W + j :][:M].T @ dy`` with dy zero on the dropped rows, and the
+input gradient is the same sum over the zero-padded dy with the kernel turned by 180 degrees.
+
+Measured on 2 cores (batch 8, 147x147x32 -> 32, the stem's second layer): MLX's conv2d 0.24 s,
+this 0.05 s; on 35x35 and 17x17 blocks it is about as fast or faster. On a GPU MLX's own
+convolution kernels are used (:class:`Conv2d` checks the device at call time).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def _shifted_products(x: mx.array, taps: mx.array) -> mx.array:
+    """Return the valid (no padding) stride-1 correlation of ``x`` (N, H, W, C) with ``taps``
+    (kh, kw, C, O): the sum of kh*kw matrix products over shifted row slices."""
+    n, height, width, channels = x.shape
+    kernel_h, kernel_w, _, out_channels = taps.shape
+    rows = x.reshape(n * height * width, channels)
+    count = rows.shape[0] - ((kernel_h - 1) * width + kernel_w - 1)
+    out = None
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            start = i * width + j
+            part = rows[start : start + count]
+            out = part @ taps[i, j] if out is None else mx.addmm(out, part, taps[i, j])
+    out = mx.pad(out, [(0, rows.shape[0] - count), (0, 0)]).reshape(n, height, width, out_channels)
+    return out[:, : height - kernel_h + 1, : width - kernel_w + 1]
+
+
+@mx.custom_function
+def shifted_conv2d(x: mx.array, weight: mx.array) -> mx.array:
+    """Return ``mx.conv2d(x, weight)`` (stride 1, no padding; weight (O, kh, kw, C)) computed as
+    shifted matrix products, with gradients computed the same way."""
+    return _shifted_products(x, weight.transpose(1, 2, 3, 0))
+
+
+@shifted_conv2d.vjp
+def _shifted_conv2d_vjp(primals, cotangent, output):
+    x, weight = primals
+    out_channels, kernel_h, kernel_w, channels = weight.shape
+    n, height, width, _ = x.shape
+    # Input gradient: the full correlation of dy with the kernel turned by 180 degrees.
+    padded = mx.pad(cotangent, [(0, 0), (kernel_h - 1,) * 2, (kernel_w - 1,) * 2, (0, 0)])
+    turned = weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3)  # (kh, kw, O, C)
+    dx = _shifted_products(padded, turned)
+    # Weight gradient: dy on the input's grid (zero where a window would wrap), one product per
+    # kernel tap with the same input rows the forward pass read.
+    grid = mx.pad(cotangent, [(0, 0), (0, kernel_h - 1), (0, kernel_w - 1), (0, 0)])
+    grid = grid.reshape(n * height * width, out_channels)
+    rows = x.reshape(n * height * width, channels)
+    count = rows.shape[0] - ((kernel_h - 1) * width + kernel_w - 1)
+    dy = grid[:count]
+    taps = [rows[i * width + j : i * width + j + count].T @ dy
+            for i in range(kernel_h) for j in range(kernel_w)]
+    dw = mx.stack(taps).reshape(kernel_h, kernel_w, channels, out_channels).transpose(3, 0, 1, 2)
+    return dx, dw
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _on_cpu() -> bool:
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
+def conv2d(x: mx.array, weight: mx.array) -> mx.array:
+    """Return ``mx.conv2d(x, weight)`` (stride 1, no padding): on the CPU as shifted matrix
+    products in float32 (as MLX's CPU convolution computes half precision), elsewhere by MLX."""
+    if not _on_cpu():
+        return mx.conv2d(x, weight)
+    return shifted_conv2d(x.astype(mx.float32), weight.astype(mx.float32)).astype(x.dtype)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` with stride 1 (same parameters), computed as shifted matrix products on the
+    CPU, in float32 (as MLX's CPU convolution computes half precision), and by MLX's own
+    convolution elsewhere."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not _on_cpu() or _pair(self.stride) != (1, 1) or _pair(self.dilation) != (1, 1) or (
+            self.groups != 1
+        ):
+            return super().__call__(x)
+        pad_h, pad_w = _pair(self.padding)
+        if pad_h or pad_w:
+            x = mx.pad(x, [(0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)])
+        y = conv2d(x, self.weight)
+        return y + self.bias if "bias" in self else y
