@@ -1,0 +1,163 @@
+"""The CPU's fast paths for training: stride-1 convolutions as shifted matrix products
+(model/conv.py) and the training-mode BatchNorm + ReLU with a hand-written gradient
+(model/layers.py), each against PyTorch's own operations.
+
+Tolerance: max|ours - torch| <= 1e-5 * max|torch| in float32 (measured 1e-7 to 2e-6: the
+sums run in a different order); the BatchNorm gradient is compared with PyTorch in float64,
+where ours must be no farther than PyTorch's own float32 result (times 1.5).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from mlx_inception.model import conv
+from mlx_inception.model.layers import BasicConv2d, BatchNorm
+
+torch = pytest.importorskip("torch")
+
+TOLERANCE = 1e-5
+
+
+def relative(ours, reference) -> float:
+    reference = np.asarray(reference, dtype=np.float64)
+    return float(np.abs(np.asarray(ours, dtype=np.float64) - reference).max()
+                 / np.abs(reference).max())
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def nhwc(x) -> np.ndarray:
+    return x.detach().numpy().transpose(0, 2, 3, 1)
+
+
+KERNELS = [(1, 1), (3, 3), (1, 7), (7, 1), (5, 5), (1, 3), (3, 1)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_shifted_conv2d_and_its_gradients_equal_torchs(kernel):
+    rng = np.random.default_rng(sum(kernel))
+    x = rng.standard_normal((2, 11, 9, 5)).astype(np.float32)  # not square: rows != columns
+    weight = rng.standard_normal((6, *kernel, 5)).astype(np.float32)
+    out_h, out_w = 11 - kernel[0] + 1, 9 - kernel[1] + 1
+    upstream = rng.standard_normal((2, out_h, out_w, 6)).astype(np.float32)
+
+    def loss(x, w):
+        return (conv.shifted_conv2d(x, w) * mx.array(upstream)).sum()
+
+    y = conv.shifted_conv2d(mx.array(x), mx.array(weight))
+    dx, dw = mx.grad(loss, argnums=(0, 1))(mx.array(x), mx.array(weight))
+
+    tx = torch.from_numpy(nchw(x)).requires_grad_()
+    tw = torch.from_numpy(np.ascontiguousarray(weight.transpose(0, 3, 1, 2))).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw)
+    (ty * torch.from_numpy(nchw(upstream))).sum().backward()
+
+    assert y.shape == (2, out_h, out_w, 6)
+    assert relative(y, nhwc(ty)) <= TOLERANCE
+    assert relative(dx, nhwc(tx.grad)) <= TOLERANCE
+    assert relative(dw, tw.grad.numpy().transpose(0, 2, 3, 1)) <= TOLERANCE
+
+
+def test_a_kernel_as_large_as_the_input_gives_one_position():
+    rng = np.random.default_rng(0)
+    x, weight = rng.standard_normal((3, 3, 3, 4)), rng.standard_normal((2, 3, 3, 4))
+    y = conv.shifted_conv2d(mx.array(x, mx.float32), mx.array(weight, mx.float32))
+    expected = np.einsum("nhwc,ohwc->no", x, weight)[:, None, None, :]
+    assert relative(y, expected) <= TOLERANCE
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [(3, 1), ((1, 7), (0, 3)), ((7, 1), (3, 0)),
+                                                 (5, 2), (3, 0)])
+def test_the_conv2d_layer_equals_nn_conv2d_with_padding_and_bias(kernel, padding):
+    mx.random.seed(1)
+    reference = nn.Conv2d(4, 6, kernel, padding=padding, bias=True)
+    ours = conv.Conv2d(4, 6, kernel, padding=padding, bias=True)
+    ours.update(reference.parameters())
+    x = mx.random.normal((2, 10, 12, 4))
+    assert relative(ours(x), reference(x)) <= TOLERANCE
+
+
+def test_half_precision_input_is_computed_in_float32_and_returned_in_its_dtype():
+    mx.random.seed(2)
+    layer = conv.Conv2d(8, 8, 3, padding=1, bias=False)
+    x = mx.random.normal((1, 9, 9, 8))
+    for dtype in (mx.float16, mx.bfloat16):
+        half = layer(x.astype(dtype))
+        assert half.dtype == dtype
+        # One rounding of the input and one of the output: within a few half-precision ulps.
+        assert relative(half.astype(mx.float32), layer(x)) <= 2e-2
+
+
+def test_off_the_cpu_the_layer_is_mlxs_own_convolution(monkeypatch):
+    mx.random.seed(3)
+    layer = conv.Conv2d(3, 5, 3, padding=1)
+    x = mx.random.normal((1, 8, 8, 3))
+    monkeypatch.setattr(conv, "_on_cpu", lambda: False)
+    np.testing.assert_array_equal(np.array(layer(x)), np.array(nn.Conv2d.__call__(layer, x)))
+
+
+def test_every_stride_1_basic_conv2d_uses_the_shifted_convolution():
+    assert type(BasicConv2d(8, 8, (1, 7), padding=(0, 3)).conv) is conv.Conv2d
+
+
+def batch_norm_relu_gradients(x, weight, bias, upstream, dtype):
+    tx = torch.tensor(nchw(x), dtype=dtype, requires_grad=True)
+    tw = torch.tensor(weight, dtype=dtype, requires_grad=True)
+    tb = torch.tensor(bias, dtype=dtype, requires_grad=True)
+    y = torch.relu(torch.nn.functional.batch_norm(tx, None, None, tw, tb, training=True,
+                                                  eps=1e-3))
+    (y * torch.tensor(nchw(upstream), dtype=dtype)).sum().backward()
+    return nhwc(y), [nhwc(tx.grad), tw.grad.numpy(), tb.grad.numpy()]
+
+
+def test_training_batchnorm_relu_gradient_is_as_close_to_float64_as_torchs_float32():
+    rng = np.random.default_rng(4)
+    # An offset mean and a spread of scales, as convolution outputs have.
+    x = (rng.standard_normal((4, 13, 13, 16)) * 3 + 1.5).astype(np.float32)
+    weight = rng.standard_normal(16).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    bn = BatchNorm(16)
+    bn.update({"weight": mx.array(weight), "bias": mx.array(bias)})
+
+    def loss(x, w, b):
+        bn.update({"weight": w, "bias": b})
+        return (bn.relu(x) * mx.array(upstream)).sum()
+
+    ours = mx.grad(loss, argnums=(0, 1, 2))(mx.array(x), mx.array(weight), mx.array(bias))
+    y = bn.relu(mx.array(x))
+    y64, exact = batch_norm_relu_gradients(x, weight, bias, upstream, torch.float64)
+    _, torch32 = batch_norm_relu_gradients(x, weight, bias, upstream, torch.float32)
+    assert relative(y, y64) <= TOLERANCE
+    for name, mine, theirs, reference in zip(("dx", "dweight", "dbias"), ours, torch32, exact,
+                                             strict=True):
+        assert relative(mine, reference) <= max(1.5 * relative(theirs, reference), 1e-6), name
+
+
+def test_training_batchnorm_relu_updates_the_running_statistics_as_the_plain_path():
+    mx.random.seed(5)
+    x = mx.random.normal((2, 5, 5, 8)) * 2 + 1
+    fused, plain = BatchNorm(8), BatchNorm(8)
+    fused.relu(x)
+    nn.relu(plain(x))
+    np.testing.assert_allclose(np.array(fused.running_mean), np.array(plain.running_mean),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.array(fused.running_var), np.array(plain.running_var),
+                               rtol=1e-6)
+    assert not np.allclose(np.array(fused.running_var), 1.0)  # they did move
+
+
+def test_eval_batchnorm_relu_is_the_plain_expression():
+    mx.random.seed(6)
+    bn = BatchNorm(8)
+    bn.update({"running_mean": mx.random.normal((8,)), "running_var": mx.random.uniform(
+        0.5, 2, (8,))})
+    bn.eval()
+    x = mx.random.normal((2, 5, 5, 8))
+    np.testing.assert_array_equal(np.array(bn.relu(x)), np.array(nn.relu(bn(x))))
