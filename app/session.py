@@ -262,7 +262,12 @@ class ModelSession:
 
     def _use(self, model: InceptionV3) -> None:
         self.model = model
-        self.predictor = Predictor(model, top_k=5, batch_size=1)
+        # The plain network, not the fast inference path: Grad-CAM differentiates this model,
+        # the aux head's maps and the network view read its modules, and the analysis asks for
+        # every tap, which the fast path computes eagerly on one stream (only the folding and
+        # fusion count: measured 10% of a 299-pixel pass on the CPU). A fast copy beside it
+        # would hold a second set of weights (about 100 MB in float32) for that.
+        self.predictor = Predictor(model, top_k=5, batch_size=1, fast=False)
         self._input = self._taps = self._request = None
 
     # --- one image ----------------------------------------------------------------------------

@@ -230,8 +230,9 @@ def test_evaluation_counts_top1_and_top5_hits_of_the_crop_averaged_softmax(
 def test_crop_averaging_is_the_mean_of_each_crops_softmax(tiny_model, chelsea):
     import mlx.core as mx
 
-    [prediction] = Predictor(tiny_model, batch_size=4, crops=10).predict(chelsea)
-    logits = tiny_model(mx.array(multi_crop(chelsea, TINY, 10)))
+    predictor = Predictor(tiny_model, batch_size=4, crops=10)
+    [prediction] = predictor.predict(chelsea)
+    logits = predictor.model(mx.array(multi_crop(chelsea, TINY, 10)))  # the network it runs
     expected = np.array(mx.softmax(logits, axis=-1)).mean(axis=0)
     np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-6)
 

@@ -43,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     classes = class_folders(args.data)  # check the folder before loading any weights
     predictor = Predictor.from_source(
-        args.weights, dtype=args.dtype, batch_size=args.batch_size, crops=args.crops
+        args.weights,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        crops=args.crops,
+        fast=not args.no_fast,
     )
     config = predictor.model.config
     mapping, how = class_mapping(classes, config.num_classes, predictor.labels)

@@ -32,7 +32,7 @@ def positive_int(text: str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """Add the flags shared by predict and evaluate: weights, dtype, batch size, crops."""
+    """Add the flags shared by predict and evaluate: weights, dtype, batch size, crops, fast."""
     parser.add_argument(
         "--weights",
         default=default_weights(),
@@ -59,6 +59,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
         help="views per image, softmax averaged: 1 = the weights' own resize and centre crop; "
         "10 = corners + centre, mirrored; 12 = corners + centre + whole centre square, "
         "mirrored; 144 = GoogLeNet's 4 scales x 3 squares x 6 crops x 2 mirrors",
+    )
+    parser.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="run the plain network instead of the fast inference path (BatchNorm folded into "
+        "the convolutions, parallel 1x1 convolutions fused, two CPU streams or mx.compile on a "
+        "GPU); the results agree to float rounding",
     )
 
 
@@ -193,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         crops=args.crops,
+        fast=not args.no_fast,
     )
     progress = Progress(len(files), "predict", quiet=args.quiet)
     for done, prediction in enumerate(predictor.iter_predict(files), start=1):

@@ -125,7 +125,9 @@ def evaluate(
 
     A sample counts as top-k correct when its class is among the k most probable outputs of
     the (crop-averaged) softmax. Unreadable files are skipped and listed, never counted.
-    ``on_progress(done, total)`` is called after each image.
+    ``on_progress(done, total)`` is called after each image. The network runs as ``predictor``
+    runs it: the fast inference path by default, the plain model with
+    ``Predictor(model, fast=False)``.
     """
     result = Evaluation(crops=predictor.crops, mapping=mapping)
     paths = [path for path, _ in folder.samples]

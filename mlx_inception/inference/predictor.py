@@ -23,6 +23,7 @@ from ..data.labels import load_labels
 from ..errors import InceptionError
 from ..model import InceptionV3, Preprocessing
 from .crops import CROP_COUNTS, multi_crop
+from .fast import fast_model
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -84,6 +85,12 @@ class Predictor:
     forward pass (crops count one each). ``crops``: 1 (the model's preprocessing), 10, 12 or
     144 (``inference.crops``), softmax averaged over the crops. ``preprocessing`` and ``labels``
     default to the model's config. ``workers``: decoding threads.
+
+    ``fast`` (default True): run the network on the fast inference path
+    (:func:`mlx_inception.inference.fast.fast_model`: BatchNorm folded, 1x1 convolutions fused,
+    two CPU streams or ``mx.compile`` on a GPU). The model passed in is not changed: the
+    predictor rewrites a copy of its module tree (``self.model``), which holds its own folded
+    weights. ``fast=False`` runs ``model`` itself, as it is (and puts it in eval mode).
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class Predictor:
         labels: list[str] | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         workers: int = 2,
+        fast: bool = True,
     ):
         if crops not in CROP_COUNTS:
             raise InceptionError(
@@ -103,8 +111,12 @@ class Predictor:
             )
         if batch_size < 1:
             raise InceptionError(f"batch size must be at least 1, not {batch_size}")
-        model.eval()
+        if fast:
+            model = fast_model(model)
+        else:
+            model.eval()
         self.model = model
+        self.fast = fast
         self.top_k = top_k
         self.batch_size = batch_size
         self.crops = crops
@@ -118,12 +130,23 @@ class Predictor:
 
     @classmethod
     def from_source(
-        cls, source: str | os.PathLike, dtype: str | mx.Dtype | None = None, **kwargs: Any
+        cls,
+        source: str | os.PathLike,
+        dtype: str | mx.Dtype | None = None,
+        fast: bool = True,
+        **kwargs: Any,
     ) -> Predictor:
-        """Return a Predictor for ``mlx_inception.load(source, dtype)``; ``kwargs`` go to it."""
+        """Return a Predictor for ``mlx_inception.load(source, dtype)``; ``kwargs`` go to it.
+
+        The loaded model belongs to the predictor alone, so with ``fast`` it is rewritten in
+        place: one set of weights in memory, not two.
+        """
         from ..loading import load
 
-        return cls(load(source, dtype=dtype), **kwargs)
+        model = load(source, dtype=dtype)
+        if fast:
+            model = fast_model(model, copy=False)
+        return cls(model, fast=fast, **kwargs)
 
     # --- the network ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import numpy as np
 from ..checkpoints import convert, store
 from ..errors import CheckpointError, DataError, ImageError
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
+from ..model.fuse import optimize_for_inference
 
 # pytorch-fid's published port of inception-2015-12-05 (the name ends in its SHA-256 prefix).
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -118,7 +119,9 @@ def save_fid_weights(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     return store.save_weights(out_dir, conversion.weights, conversion.config)
 
 
-def load_fid_inception(source: str | os.PathLike | None = None) -> InceptionV3:
+def load_fid_inception(
+    source: str | os.PathLike | None = None, fast: bool = True
+) -> InceptionV3:
     """Return the FID network in eval mode (float32), with weights from ``source``.
 
     ``source``: pytorch-fid's ``.pth`` (needs PyTorch), a ``.safetensors`` file with its keys,
@@ -126,6 +129,12 @@ def load_fid_inception(source: str | os.PathLike | None = None) -> InceptionV3:
     ``mlx_inception.load`` resolves. ``None`` reads the path from the environment variable
     ``MLX_INCEPTION_FID_WEIGHTS``. Whatever ``config.json`` a directory holds, the network is
     built with the FID architecture: its weights only fit that network.
+
+    ``fast`` (default True): the network is rewritten for inference
+    (:func:`mlx_inception.model.fuse.optimize_for_inference`: BatchNorm folded, 1x1
+    convolutions fused; features agree with the plain network to float32 rounding). Its
+    ``fc`` stays as it was, so :func:`class_probabilities` is unchanged. ``fast=False`` gives
+    the plain network, with torchvision's parameter names (to train or take gradients).
     """
     from ..loading import build, resolve
 
@@ -148,7 +157,9 @@ def load_fid_inception(source: str | os.PathLike | None = None) -> InceptionV3:
     else:
         conversion = convert_fid_weights(path)
         weights, config = conversion.weights, conversion.config
-    return build(weights, config)
+    model = build(weights, config)
+    # Built here and held by no one else: rewritten in place, one set of weights in memory.
+    return optimize_for_inference(model) if fast else model
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -255,6 +266,7 @@ def extract_features(
 
     ``dims``: 2048 (pool3, the standard), or pytorch-fid's 768, 192, 64 (spatial means of
     Mixed_6e, maxpool2, maxpool1). ``progress(done, total)`` is called after each batch.
+    ``model`` runs as it is given (:func:`load_fid_inception` gives the fast inference path).
     """
     if dims not in FEATURE_LAYERS:
         choices = ", ".join(map(str, FEATURE_LAYERS))
