@@ -86,7 +86,8 @@ def test_the_conv2d_layer_equals_nn_conv2d_with_padding_and_bias(kernel, padding
 def test_half_precision_input_is_computed_in_float32_and_returned_in_its_dtype():
     mx.random.seed(2)
     layer = conv.Conv2d(8, 8, 3, padding=1, bias=False)
-    x = mx.random.normal((1, 9, 9, 8))
+    x = mx.random.normal((1, 40, 40, 8))
+    assert conv.prefers_shifted((1, 42, 42, 8), layer.weight.shape)
     for dtype in (mx.float16, mx.bfloat16):
         half = layer(x.astype(dtype))
         assert half.dtype == dtype
@@ -161,3 +162,20 @@ def test_eval_batchnorm_relu_is_the_plain_expression():
     bn.eval()
     x = mx.random.normal((2, 5, 5, 8))
     np.testing.assert_array_equal(np.array(bn.relu(x)), np.array(nn.relu(bn(x))))
+
+
+@pytest.mark.parametrize(("input_shape", "weight_shape", "shifted"), [
+    ((1, 147, 147, 32), (64, 3, 3, 32), True),  # the stem: 3% more positions
+    ((1, 39, 39, 48), (64, 5, 5, 48), True),  # Mixed_5b's padded 5x5: 24% more
+    ((1, 17, 17, 768), (192, 1, 1, 768), True),  # 1x1: none more
+    ((1, 17, 23, 128), (128, 1, 7, 128), False),  # 1x7 on 17x17, padded: 35% more
+    ((1, 5, 5, 128), (768, 5, 5, 128), False),  # the aux head: 25 times the positions
+])
+def test_conv2d_uses_the_shifted_products_only_where_they_waste_little(
+        monkeypatch, input_shape, weight_shape, shifted):
+    calls = []
+    original = conv.shifted_conv2d
+    monkeypatch.setattr(conv, "shifted_conv2d", lambda x, w: calls.append(1) or original(x, w))
+    x, weight = mx.random.normal(input_shape), mx.random.normal(weight_shape) * 0.1
+    assert relative(conv.conv2d(x, weight), mx.conv2d(x, weight)) <= TOLERANCE
+    assert bool(calls) is shifted

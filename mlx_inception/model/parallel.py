@@ -25,7 +25,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .conv import conv2d
+from .conv import conv2d, prefers_shifted
 from .inception_v3 import MIXED, InceptionV3
 from .layers import BasicConv2d, global_average_pool, max_pool
 
@@ -67,6 +67,7 @@ def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx
     with mx.stream(first):
         if pad_h or pad_w:
             x = mx.pad(x, [(0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)])
+    shifted = prefers_shifted(x.shape, conv.weight.shape)  # the whole input's choice, per band
     rows = (x.shape[1] - kernel_h) // stride_h + 1
     columns = (x.shape[2] - kernel_w) // stride_w + 1
     unfolded_row = x.shape[0] * columns * kernel_h * kernel_w * in_channels * x.itemsize
@@ -77,7 +78,7 @@ def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx
         with mx.stream(first if band % 2 == 0 else second):
             part = x[:, start * stride_h : (stop - 1) * stride_h + kernel_h]
             if (stride_h, stride_w) == (1, 1):
-                part = conv2d(part, conv.weight)
+                part = conv2d(part, conv.weight, shifted)
             else:
                 part = mx.conv2d(part, conv.weight, stride=(stride_h, stride_w))
             parts.append(nn.relu(part + conv.bias))
