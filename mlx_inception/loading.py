@@ -12,19 +12,66 @@ from .errors import CheckpointError
 from .model import InceptionV3, InceptionV3Config
 from .model.fuse import fold_batchnorm
 
+# The checkpoints a training run marks (mlx_inception.training.checkpoint), in the order
+# ``load(RUN_DIR)`` prefers them: ``best`` exists only when the run has a validation set.
+RUN_LINKS = ("best", "last")
+# A pointer file holds one relative path; anything larger is not one.
+_POINTER_MAX_BYTES = 4096
+
 
 def resolve(source: str | os.PathLike, **hub_options) -> Path:
     """Return the local path (weights directory or checkpoint file) that ``source`` names.
 
     ``source`` is a weights directory, a ``.pth``/``.pt``/``.bin``/``.safetensors`` file, a
-    registry name or a Hugging Face Hub repo id (downloaded and converted once, then cached).
+    training run's ``RUN_DIR/best`` or ``RUN_DIR/last`` (a symbolic link or, where the file
+    system has none, a one-line pointer file), a run directory itself (its ``best``, else its
+    ``last``), a registry name or a Hugging Face Hub repo id (downloaded and converted once,
+    then cached).
     """
     path = Path(os.path.expanduser(str(source)))
+    if path.is_symlink() and not path.exists():
+        target = path.parent / os.readlink(path)
+        raise CheckpointError(
+            f"{path} links to {target}, which does not exist (deleted or moved): "
+            "pass another checkpoint"
+        )
     if path.exists():
-        return path
+        if path.is_dir() and not store.is_weights_dir(path):
+            link = next((path / name for name in RUN_LINKS
+                         if (path / name).exists() or (path / name).is_symlink()), None)
+            if link is not None:
+                return resolve(link)
+            return path
+        return _follow_pointer(path) or path
     from .checkpoints import hub  # imports huggingface_hub: only when it is needed
 
     return hub.resolve(str(source), **hub_options)
+
+
+def _follow_pointer(path: Path) -> Path | None:
+    """Return the folder a pointer file names, or None when ``path`` is not a pointer file.
+
+    A pointer file is what the trainer writes for ``last``/``best`` without symbolic links: a
+    small text file with no suffix (checkpoint files have one), holding one path relative to
+    its own folder.
+    """
+    if not path.is_file() or path.suffix:
+        return None
+    try:
+        if path.stat().st_size >= _POINTER_MAX_BYTES:
+            return None
+        target = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not target or "\n" in target:
+        return None
+    folder = path.parent / target
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{path} points to {folder}, which does not exist (deleted or moved): "
+            "pass another checkpoint"
+        )
+    return folder
 
 
 def build(
@@ -56,9 +103,12 @@ def load(
     """Return a ready Inception-v3 in eval mode, its config at ``model.config``.
 
     ``source``: a converted weights directory, a PyTorch checkpoint (``.pth``/``.pt``/``.bin``
-    or ``.safetensors``, torchvision or timm; converted in memory), a registry name such as
-    ``inception_v3.tv_in1k`` or a Hub repo id. ``dtype``: "float32" (default), "float16" or
-    "bfloat16". ``config`` overrides the config guessed for a raw checkpoint.
+    or ``.safetensors``, torchvision or timm; converted in memory), a training run's
+    ``RUN_DIR/best`` or ``RUN_DIR/last`` (link or pointer file), a run directory (its ``best``
+    checkpoint, the highest validation top-1, or its ``last`` when the run has no validation
+    set; either holds the evaluated weights: the moving average when it was on), a registry
+    name such as ``inception_v3.tv_in1k`` or a Hub repo id. ``dtype``: "float32" (default),
+    "float16" or "bfloat16". ``config`` overrides the config guessed for a raw checkpoint.
     """
     path = resolve(source, **hub_options)
     if path.is_dir():
