@@ -79,8 +79,8 @@ def build(
 ) -> InceptionV3:
     """Return an eval-mode model holding ``weights`` (checked strictly), in ``dtype``.
 
-    Half precision folds BatchNorm into the convolutions first, in float32, so no BatchNorm
-    statistic is ever rounded to 16 bits.
+    Half precision folds every BatchNorm into the layer before it first (the convolutions; the
+    BN-auxiliary head's fc), in float32, so no BatchNorm statistic is ever rounded to 16 bits.
     """
     convert.check_weights(weights, config)
     target = store.parse_dtype(dtype) or mx.float32

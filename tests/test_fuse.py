@@ -246,3 +246,37 @@ def test_load_then_optimize_matches_torchvision(reference_model, reference_check
     with torch.no_grad():
         expected = reference_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
     assert relative_error(fast(mx.array(images)), mx.array(expected.numpy())) <= 1e-4
+
+
+
+def test_folding_the_bn_auxiliary_head_keeps_its_logits_and_leaves_no_batchnorm():
+    # Table 3's "BN-auxiliary": a BatchNorm after the aux classifier's fc. In eval mode the head
+    # runs only in forward_with_taps, on a 17x17 grid (77 px with the "79" stem). Every
+    # BatchNorm's statistics are measured on real photos, so fc_bn's mean and variance are those
+    # of fc's output; its weight and bias are then drawn away from 1 and 0. On two of those
+    # photos, dropping fc_bn is off by 1.2 relative, dropping its mean, its beta or its scale
+    # each by more than 0.5. Both models get the plain model's Mixed_6e activation, so only the
+    # head's folding is compared. Folding reorders float32 products; the fc output is about its
+    # running mean, which then cancels: measured 3e-6 relative, asserted 1e-5.
+    config = InceptionV3Config(stem="79", bn_aux=True, num_classes=10)
+    mx.random.seed(19)
+    plain = InceptionV3(config)
+    for _, child in plain.named_modules():
+        if isinstance(child, BatchNorm):
+            child.momentum = 1.0  # the running statistics become this batch's
+    photos = mx.array(real_photos(77, 4))
+    plain.train()
+    plain(photos)
+    plain.eval()
+    bn = plain.AuxLogits.fc_bn
+    bn.weight = mx.random.uniform(0.5, 2.0, (10,))
+    bn.bias = mx.random.normal((10,))
+    folded = InceptionV3(config, init_weights=False)
+    folded.update(plain.parameters())
+    folded.eval()
+    _, expected = plain.forward_with_taps(photos[:2])
+    fold_batchnorm(folded)
+    assert not any(isinstance(m, nn.BatchNorm) for _, m in folded.named_modules())
+    assert "fc_bn" not in folded.AuxLogits and "bias" in folded.AuxLogits.fc
+    _, taps = folded.forward_with_taps(photos[:2], replace={"Mixed_6e": expected["Mixed_6e"]})
+    assert relative_error(taps["AuxLogits"], expected["AuxLogits"]) <= 1e-5

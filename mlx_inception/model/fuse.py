@@ -1,6 +1,7 @@
 """Inference-only rewrites of a trained network that keep its outputs.
 
-- :func:`fold_batchnorm`: every BatchNorm folded into its convolution (a bias appears).
+- :func:`fold_batchnorm`: every BatchNorm folded into the layer before it, a convolution or
+  (the BN-auxiliary head's ``fc_bn``) the aux classifier's ``fc`` (a bias appears).
 - :func:`fuse_parallel_convolutions`: in each Inception block, the 1x1 convolutions that read the
   block's input become one matrix product with their output channels side by side; the pool
   branch's 1x1 convolution joins them by computing it *before* its 3x3 average pool (both are
@@ -23,6 +24,7 @@ import mlx.nn as nn
 
 from .blocks import (
     InceptionA,
+    InceptionAux,
     InceptionB,
     InceptionC,
     InceptionD,
@@ -35,29 +37,36 @@ from .layers import BasicConv2d, avg_pool_3x3_same, max_pool
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return ``model`` with every BasicConv2d's BatchNorm folded into its convolution.
+    """Return ``model`` with every BatchNorm folded into the layer before it.
 
-    conv(x) * s + (beta - mean * s), with s = gamma / sqrt(var + eps), computed in float32 so that
-    a later cast to half precision does not cast the BatchNorm statistics. Only valid for
-    inference: the folded network has no running statistics to update. Works in place.
+    Each BasicConv2d's BatchNorm goes into its convolution: conv(x) * s + (beta - mean * s), with
+    s = gamma / sqrt(var + eps). The BN-auxiliary head's ``fc_bn`` goes into its ``fc`` the same
+    way: (W x + b) * s + (beta - mean * s). Computed in float32 so that a later cast to half
+    precision does not cast the BatchNorm statistics. Only valid for inference: the folded
+    network has no running statistics to update. Works in place.
     """
     for _, module in model.named_modules():
         if isinstance(module, BasicConv2d) and "bn" in module:
-            bn = module.bn
-            scale = bn.weight.astype(mx.float32) * mx.rsqrt(
-                bn.running_var.astype(mx.float32) + bn.eps
-            )
-            weight = module.conv.weight.astype(mx.float32) * scale[:, None, None, None]
-            bias = bn.bias.astype(mx.float32) - bn.running_mean.astype(mx.float32) * scale
-            conv = module.conv
-            conv.weight = weight
-            conv.bias = bias
+            _fold_into(module.conv, module.bn)
             del module["bn"]
-            # Now, layer by layer: the unfolded weights and statistics are freed as we go
-            # instead of all living beside the folded ones until the first evaluation.
-            mx.eval(conv.weight, conv.bias)
+        elif isinstance(module, InceptionAux) and "fc_bn" in module:
+            _fold_into(module.fc, module.fc_bn)
+            del module["fc_bn"]
     model.eval()
     return model
+
+
+def _fold_into(layer: nn.Module, bn: nn.BatchNorm) -> None:
+    """Give ``layer`` (a convolution or linear layer, output channels first in its weight) the
+    weight and bias of ``bn(layer(x))`` in eval mode, in float32."""
+    scale = bn.weight.astype(mx.float32) * mx.rsqrt(bn.running_var.astype(mx.float32) + bn.eps)
+    weight = layer.weight.astype(mx.float32)
+    bias = layer.bias.astype(mx.float32) if "bias" in layer else mx.zeros_like(scale)
+    layer.weight = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    layer.bias = bn.bias.astype(mx.float32) + (bias - bn.running_mean.astype(mx.float32)) * scale
+    # Now, layer by layer: the unfolded weights and statistics are freed as we go instead of
+    # all living beside the folded ones until the first evaluation.
+    mx.eval(layer.weight, layer.bias)
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
