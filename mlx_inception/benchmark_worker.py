@@ -57,7 +57,9 @@ class PeakMemory:
         if self.exact:
             peak = _status_kib("VmHWM")
             if peak is not None:
-                return (peak - self.baseline_kib) / 1024
+                # The kernel's resident-set counters are per-thread and folded in lazily, so two
+                # readings can disagree by some pages (CI saw -0.05 MiB): no growth reads as 0.
+                return max(0.0, (peak - self.baseline_kib) / 1024)
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 
