@@ -40,7 +40,7 @@ class PeakMemory:
     """Measures a task's peak resident memory from the moment it is created."""
 
     def __init__(self) -> None:
-        self.baseline_kib = _status_kib("VmRSS")
+        self.baseline_kib: int | None = None
         self.exact = False
         try:
             with open("/proc/self/clear_refs", "w") as clear_refs:

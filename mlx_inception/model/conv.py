@@ -23,14 +23,23 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .gradients import _pair
+
+
+def _rows(x: mx.array, kernel_h: int, kernel_w: int) -> tuple[mx.array, int]:
+    """Return ``x`` (N, H, W, C) as (N*H*W, C) rows, and how many output rows the shifted
+    products compute: every row whose last kernel tap still falls inside the input."""
+    n, height, width, channels = x.shape
+    rows = x.reshape(n * height * width, channels)
+    return rows, rows.shape[0] - ((kernel_h - 1) * width + kernel_w - 1)
+
 
 def _shifted_products(x: mx.array, taps: mx.array) -> mx.array:
     """Return the valid (no padding) stride-1 correlation of ``x`` (N, H, W, C) with ``taps``
     (kh, kw, C, O): the sum of kh*kw matrix products over shifted row slices."""
-    n, height, width, channels = x.shape
+    n, height, width, _ = x.shape
     kernel_h, kernel_w, _, out_channels = taps.shape
-    rows = x.reshape(n * height * width, channels)
-    count = rows.shape[0] - ((kernel_h - 1) * width + kernel_w - 1)
+    rows, count = _rows(x, kernel_h, kernel_w)
     out = None
     for i in range(kernel_h):
         for j in range(kernel_w):
@@ -60,18 +69,12 @@ def _shifted_conv2d_vjp(primals, cotangent, output):
     # Weight gradient: dy on the input's grid (zero where a window would wrap), one product per
     # kernel tap with the same input rows the forward pass read.
     grid = mx.pad(cotangent, [(0, 0), (0, kernel_h - 1), (0, kernel_w - 1), (0, 0)])
-    grid = grid.reshape(n * height * width, out_channels)
-    rows = x.reshape(n * height * width, channels)
-    count = rows.shape[0] - ((kernel_h - 1) * width + kernel_w - 1)
-    dy = grid[:count]
+    rows, count = _rows(x, kernel_h, kernel_w)
+    dy = grid.reshape(n * height * width, out_channels)[:count]
     taps = [rows[i * width + j : i * width + j + count].T @ dy
             for i in range(kernel_h) for j in range(kernel_w)]
     dw = mx.stack(taps).reshape(kernel_h, kernel_w, channels, out_channels).transpose(3, 0, 1, 2)
     return dx, dw
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _on_cpu() -> bool:
