@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -11,6 +12,44 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import mlx_inception  # noqa: E402,F401  (loads the fast BLAS before anything imports mlx.core)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """``module_tmp(name)`` makes a folder for one module's shared fixtures; every folder it
+    made is deleted when the module's tests are done.
+
+    The suite writes several gigabytes of weights and checkpoints (a full-size network is about
+    100 MB, a training checkpoint with its optimizer state about 400 MB). Folders of passing
+    tests go as each test ends (``tmp_path_retention_policy = "failed"``); these go with their
+    module, so the peak on disk is one module's, not the whole run's.
+    """
+    made = []
+
+    def make(name: str):
+        path = tmp_path_factory.mktemp(name)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def full_disk_on_save(monkeypatch, module, tmp_path) -> None:
+    """Make ``module.mx.save_safetensors`` write to /dev/full: a real "no space left" failure
+    of MLX's writer. Where there is no /dev/full (macOS), MLX's own message is raised instead."""
+    real = module.mx.save_safetensors
+    full = tmp_path / "full.safetensors"
+    if os.path.exists("/dev/full"):
+        full.symlink_to("/dev/full")
+
+    def save(path, arrays, *args, **kwargs):
+        if not full.is_symlink():
+            raise RuntimeError("[write] Unable to write 8 bytes to file.")
+        real(str(full), arrays, *args, **kwargs)
+
+    monkeypatch.setattr(module.mx, "save_safetensors", save)
 
 
 def _torch():

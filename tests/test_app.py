@@ -54,21 +54,21 @@ WAIT_MS = 60_000
 # ------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="session")
-def small_weights(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module")
+def small_weights(module_tmp) -> Path:
     """A weights directory whose preprocessing crops 107 pixels (MLX's default init)."""
     config = InceptionV3Config(preprocessing=Preprocessing(resize_size=122, crop_size=107))
     model = InceptionV3(config, init_weights=False)
     model.eval()
-    return save_model(model, tmp_path_factory.mktemp("small") / "weights")
+    return save_model(model, module_tmp("small") / "weights")
 
 
-@pytest.fixture(scope="session")
-def photos(tmp_path_factory) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def photos(module_tmp) -> dict[str, Path]:
     """Real photos from scikit-image's bundled data, saved as JPEG and PNG files."""
     from skimage import data
 
-    folder = tmp_path_factory.mktemp("photos")
+    folder = module_tmp("photos")
     files = {}
     for name, suffix in (("chelsea", ".jpg"), ("coffee", ".jpg"), ("astronaut", ".png")):
         path = folder / f"{name}{suffix}"
@@ -551,9 +551,9 @@ def test_a_broken_weights_file_is_reported_and_the_loaded_network_kept(qtbot, tm
 
 
 @pytest.fixture(scope="module")
-def random_window(qapp, tmp_path_factory, photos):
+def random_window(qapp, module_tmp, photos):
     """The app started without weights (the randomly initialised 299-pixel network)."""
-    folder = tmp_path_factory.mktemp("random")
+    folder = module_tmp("random")
     window = MainWindow(weights="random",
                         settings=QSettings(str(folder / "s.ini"), QSettings.Format.IniFormat))
     window.show()

@@ -10,7 +10,7 @@ import sys
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import random_images
+from conftest import full_disk_on_save, random_images
 
 import mlx_inception
 from mlx_inception.checkpoints import store
@@ -199,6 +199,19 @@ def test_failed_write_leaves_an_existing_directory_as_it_was(state, tmp_path, mo
     with pytest.raises(OSError, match="disk full"):
         convert_checkpoint(save(state, tmp_path / "m.pth"), out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_staging_folder(
+    state, tmp_path, monkeypatch, capsys
+):
+    full_disk_on_save(monkeypatch, store, tmp_path)
+    source = save(state, tmp_path / "m.pth")
+    assert main(["convert", str(source), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert error.startswith("error: cannot write ") and "model.safetensors" in error
+    assert "Unable to write" in error and "MiB free there" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.safetensors", "m.pth"]
 
 
 def test_reading_pth_without_torch_says_how_to_get_it(tmp_path, monkeypatch):

@@ -175,8 +175,8 @@ def tiny_model():
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tiny_model, tmp_path_factory) -> Path:
-    return save_model(tiny_model, tmp_path_factory.mktemp("tiny") / "weights")
+def tiny_weights(tiny_model, module_tmp) -> Path:
+    return save_model(tiny_model, module_tmp("tiny") / "weights")
 
 
 def photo_crops() -> list[tuple[str, Image.Image]]:

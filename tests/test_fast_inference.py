@@ -53,11 +53,11 @@ PROBABILITY_RTOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def small_weights(calibrated_weights_dir, tmp_path_factory) -> Path:
+def small_weights(calibrated_weights_dir, module_tmp) -> Path:
     """The calibrated weights with a 107-pixel preprocessing (resize 122, crop 107)."""
     model = mlx_inception.load(calibrated_weights_dir)
     model.config.preprocessing = SMALL
-    return save_model(model, tmp_path_factory.mktemp("fast") / "weights")
+    return save_model(model, module_tmp("fast") / "weights")
 
 
 @pytest.fixture(scope="module")

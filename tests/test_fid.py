@@ -111,16 +111,16 @@ def make_folder(root: Path, name: str, photos: tuple[str, ...]) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("fid_photos")
+@pytest.fixture(scope="module")
+def folders(module_tmp) -> dict[str, Path]:
+    root = module_tmp("fid_photos")
     return {"a": make_folder(root, "a", PHOTOS_A), "b": make_folder(root, "b", PHOTOS_B)}
 
 
-@pytest.fixture(scope="session")
-def fid_checkpoint(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module")
+def fid_checkpoint(module_tmp) -> Path:
     """The reference state_dict saved as pytorch-fid names its file: SHA-256 prefix included."""
-    folder = tmp_path_factory.mktemp("fid_weights")
+    folder = module_tmp("fid_weights")
     path = folder / "weights.pth"
     torch.save(fid_reference_state(), path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -128,8 +128,8 @@ def fid_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fid_weights_dir(fid_checkpoint, tmp_path_factory) -> Path:
-    return fid_features.save_fid_weights(fid_checkpoint, tmp_path_factory.mktemp("fid") / "mlx")
+def fid_weights_dir(fid_checkpoint, module_tmp) -> Path:
+    return fid_features.save_fid_weights(fid_checkpoint, module_tmp("fid") / "mlx")
 
 
 @pytest.fixture(scope="module")

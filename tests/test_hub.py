@@ -162,9 +162,9 @@ def hf_cache(server, tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def downloaded(server, tmp_path_factory):
+def downloaded(server, module_tmp):
     """One completed download of inception_v3.tv_in1k: (HF home, weights directory)."""
-    home = tmp_path_factory.mktemp("hf-downloaded")
+    home = module_tmp("hf-downloaded")
     with pytest.MonkeyPatch.context() as monkeypatch:
         isolate_hf(monkeypatch, home, server.endpoint)
         path = hub.resolve(TV_NAME)

@@ -73,8 +73,8 @@ def test_fewer_images_than_splits_are_refused():
 
 
 @pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("is_photos")
+def photo_folder(module_tmp):
+    folder = module_tmp("is_photos")
     for name in PHOTOS_A + PHOTOS_B:
         shutil.copy(skimage_photo(name), folder / name)
     return folder

@@ -26,8 +26,8 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def weights(model, tmp_path_factory) -> Path:
-    return save_model(model, tmp_path_factory.mktemp("predict") / "weights")
+def weights(model, module_tmp) -> Path:
+    return save_model(model, module_tmp("predict") / "weights")
 
 
 @pytest.fixture

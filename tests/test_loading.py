@@ -13,8 +13,8 @@ from mlx_inception.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
-def converted_dir(reference_checkpoints, tmp_path_factory):
-    out, _ = convert_checkpoint(reference_checkpoints["pth"], tmp_path_factory.mktemp("w") / "m")
+def converted_dir(reference_checkpoints, module_tmp):
+    out, _ = convert_checkpoint(reference_checkpoints["pth"], module_tmp("w") / "m")
     return out
 
 

@@ -23,11 +23,11 @@ from mlx_inception.training import checkpoint
 
 
 @pytest.fixture(scope="module")
-def saved_weights(tmp_path_factory) -> dict[str, Path]:
+def saved_weights(module_tmp) -> dict[str, Path]:
     """Two small-classifier weights directories, fc.bias all 1 ("first") and all 2 ("second")."""
     config = InceptionV3Config(num_classes=3, aux_logits=False, labels=["a", "b", "c"])
     weights = store.model_weights(InceptionV3(config, init_weights=False))
-    root = tmp_path_factory.mktemp("weights")
+    root = module_tmp("weights")
     folders = {}
     for name, bias in (("first", 1.0), ("second", 2.0)):
         weights["fc.bias"] = mx.full((3,), bias)

@@ -19,12 +19,14 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import full_disk_on_save
 from mlx.utils import tree_flatten
 from PIL import Image
 from test_training_data import make_digits_folder
 
 import mlx_inception
 from mlx_inception import InceptionV3, InceptionV3Config
+from mlx_inception.checkpoints import store
 from mlx_inception.checkpoints.store import load_weights, model_weights, save_model
 from mlx_inception.cli import main as cli_main
 from mlx_inception.data.folder import ImageFolder
@@ -49,9 +51,9 @@ SMALL = dict(image_size=75, batch_size=4, bn_momentum=0.1, workers=2, compile=Fa
 
 
 @pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory) -> Path:
+def tiny_digits(module_tmp) -> Path:
     """4 digits x 2 training images (2 steps of 4 per epoch) and 1 validation image each."""
-    return make_digits_folder(tmp_path_factory.mktemp("tiny_digits"), 4, 2, 1)
+    return make_digits_folder(module_tmp("tiny_digits"), 4, 2, 1)
 
 
 def small_config(data: Path, out: Path, **changes):
@@ -205,7 +207,7 @@ def test_moving_average_decay_follows_tensorflows_num_updates_rule():
 
 
 @pytest.fixture(scope="module")
-def learning_run(tmp_path_factory):
+def learning_run(module_tmp):
     """Fine-tune (the fine-tuning recipe's defaults) on 5 digits x 30 images for 8 epochs.
 
     No pretrained weights exist offline, so the initial weights are torchvision's random
@@ -213,7 +215,7 @@ def learning_run(tmp_path_factory):
     with its default statistics of 0 and 1 gives activations around 1e7 in evaluation mode).
     The frozen backbone is a fixed random feature extractor; the zero-initialised head learns.
     """
-    root = tmp_path_factory.mktemp("learning")
+    root = module_tmp("learning")
     data = make_digits_folder(root / "digits", 5, 30, 10)
     mx.random.seed(0)
     network = InceptionV3(InceptionV3Config(aux_logits=False,
@@ -317,18 +319,18 @@ def test_frozen_backbone_and_its_statistics_did_not_change(learning_run):
 
 
 @pytest.fixture(scope="module")
-def straight_run(tiny_digits, tmp_path_factory):
+def straight_run(tiny_digits, module_tmp):
     """Two epochs of two steps, uninterrupted."""
-    out = tmp_path_factory.mktemp("straight") / "run"
+    out = module_tmp("straight") / "run"
     config, notes = small_config(tiny_digits, out, epochs=2)
     Trainer(config, notes=notes, show_progress=False).fit()
     return out
 
 
 @pytest.fixture(scope="module")
-def stopped_run(tiny_digits, tmp_path_factory):
+def stopped_run(tiny_digits, module_tmp):
     """The straight run's settings stopped after 3 of its 4 steps (inside the second epoch)."""
-    out = tmp_path_factory.mktemp("stopped") / "run"
+    out = module_tmp("stopped") / "run"
     config, notes = small_config(tiny_digits, out, epochs=2, max_steps=3)
     summary = Trainer(config, notes=notes, show_progress=False).fit()
     assert summary["stopped"] == "max_steps" and summary["steps"] == 3
@@ -469,11 +471,9 @@ def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_
     arrays, state = checkpoints.load_checkpoint(run / "last")
     weights, config = load_weights(run / "last")
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(checkpoints.mx, "save_safetensors", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    full_disk_on_save(monkeypatch, store, tmp_path)
+    with pytest.raises(CheckpointError, match=r"cannot write .*training_state.safetensors: "
+                                              r".*Unable to write.* MiB free there\)$"):
         checkpoints.save_checkpoint(run, "step-00000099", weights, config, arrays, state)
     assert (run / "last").resolve() == before
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
@@ -583,12 +583,12 @@ VARIANT = dict(stem="151", bn_aux=True, pool_count_include_pad=False, mixed_7c_p
 
 
 @pytest.fixture(scope="module")
-def variant_weights(tmp_path_factory) -> Path:
+def variant_weights(module_tmp) -> Path:
     """A weights directory of the paper's variants: stem 151, BN-auxiliary, SAME pooling, the
     max-pooling Mixed_7c, Google's input convention; 10 classes, with the aux head."""
     mx.random.seed(2)
     network = InceptionV3(InceptionV3Config(num_classes=10, aux_logits=True, **VARIANT))
-    return save_model(network, tmp_path_factory.mktemp("variant") / "weights")
+    return save_model(network, module_tmp("variant") / "weights")
 
 
 def test_init_weights_give_the_network_their_variant(variant_weights, tiny_digits, tmp_path):
@@ -706,6 +706,23 @@ def test_an_unreadable_image_stops_with_one_line_and_a_resumable_checkpoint(tmp_
     assert error.startswith("error: ") and "digit_0" in error and "--resume" in error
     assert len(error.splitlines()) == 1
     checkpoints.load_checkpoint(out / "last")  # nothing is lost: the run can continue
+
+
+def test_a_full_disk_at_the_checkpoint_after_a_bad_image_is_one_line(tmp_path, tiny_digits,
+                                                                       capsys, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_digits / "train", data)
+    for path in (data / "digit_0").iterdir():
+        path.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "run"
+    full_disk_on_save(monkeypatch, store, tmp_path)
+    assert run_cli("--data", str(data), "--out", str(out), "--image-size", "75",
+                   "--batch-size", "4", "--val-split", "0") == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cannot write ") and "Unable to write" in error
+    assert len(error.splitlines()) == 1
+    assert not (out / "last").exists()
+    assert not [p for p in (out / "checkpoints").iterdir()]  # no half-written checkpoint
 
 
 def test_an_unreadable_validation_image_keeps_the_epochs_steps(tmp_path, tiny_digits, capsys):

@@ -55,12 +55,29 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def write_safetensors(
+    path: Path, arrays: Mapping[str, mx.array], metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``arrays`` to ``path`` and fsync it; a failed write is one CheckpointError line.
+
+    MLX reports a short write (disk full, quota, a vanished folder) as a bare RuntimeError that
+    names neither the file nor the cause, so the free space is read and said here.
+    """
+    try:
+        mx.save_safetensors(str(path), dict(arrays), metadata=metadata)
+    except RuntimeError as error:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "its folder is unreachable"
+        raise CheckpointError(f"cannot write {path}: {error} ({free})") from None
+    _fsync_file(path)
+
+
 def _write_directory_files(
     directory: Path, arrays: dict[str, mx.array], texts: dict[str, str]
 ) -> None:
-    weights_path = directory / WEIGHTS_FILE
-    mx.save_safetensors(str(weights_path), arrays, metadata={"format": FORMAT})
-    _fsync_file(weights_path)
+    write_safetensors(directory / WEIGHTS_FILE, arrays, metadata={"format": FORMAT})
     for name, text in texts.items():
         with open(directory / name, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -33,7 +33,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from ..checkpoints.store import save_weights
+from ..checkpoints.store import save_weights, write_safetensors
 from ..errors import CheckpointError
 from ..model import InceptionV3Config
 
@@ -68,8 +68,7 @@ def save_checkpoint(
     try:
         mx.eval(dict(arrays), dict(weights))
         state_file = temporary / TRAINING_STATE
-        mx.save_safetensors(str(state_file), dict(arrays))
-        _fsync(state_file)
+        write_safetensors(state_file, arrays)
         text = json.dumps({"format_version": FORMAT_VERSION, **state}, indent=2) + "\n"
         save_weights(temporary, weights, config, extra_files={TRAINER_STATE: text})
         os.replace(temporary, folder)
@@ -170,11 +169,6 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dic
             f"{damaged} ({TRAINER_STATE} lacks {', '.join(missing)}); {what_now}"
         )
     return arrays, state
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
