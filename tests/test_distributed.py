@@ -120,3 +120,32 @@ def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_bat
     for a, b in zip(*records, strict=True):
         assert (a["train_loss"], a["val_top1"], a["val_loss"]) == pytest.approx(
             (b["train_loss"], b["val_top1"], b["val_loss"]), rel=RELATIVE_TOLERANCE)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_unreadable_image_stops_every_process_with_one_line(tmp_path, split):
+    """One process cannot read one file: all stop at the same point instead of the others
+    waiting forever in an all-reduce; the one with the file names it, rank 0 saves."""
+    data = make_digits_folder(tmp_path / "digits", 4, 4, 2)
+    broken = sorted((data / split / "digit_2").iterdir())[0]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    ports = free_ports(2)
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"] for port in ports]))
+    envs = [{**quiet_environment(), "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+            for rank in range(2)]
+    out = tmp_path / "run"
+    command = [*train_command(data, out), "--epochs", "1"]
+    codes, logs = run_processes([command, command], envs, tmp_path)
+    assert codes == [1, 1], logs
+    errors = [log.strip().splitlines()[-1] for log in logs]
+    assert all(error.startswith("error: ") and f"--resume {out}" in error for error in errors)
+    naming = [error for error in errors if broken.name in error]
+    assert len(naming) == 1, errors
+    assert sum("another process could not read" in error for error in errors) == 1, errors
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    if split == "val":  # stopped after the epoch's 2 steps, before its evaluation
+        assert (state["step"], state["step_in_epoch"]) == (2, 2)
+    else:
+        assert state["step"] < 2
+    checkpoints.load_checkpoint(out / "last")

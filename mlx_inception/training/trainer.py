@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,17 +382,22 @@ class Trainer:
         model.eval()
         k = min(5, len(self.classes))
         loss_sum = top1 = topk = count = 0.0
-        for images, labels in self.val_loader.epoch(0):
-            logits = model(mx.array(images))
-            y = mx.array(labels)
-            best = mx.argpartition(-logits, kth=k - 1, axis=-1)[:, :k]
-            hits = best == y[:, None]
-            losses = nn.losses.cross_entropy(logits, y, reduction="sum")
-            mx.eval(hits, losses)
-            loss_sum += losses.item()
-            top1 += (mx.argmax(logits, axis=-1) == y).sum().item()
-            topk += hits.any(axis=-1).sum().item()
-            count += len(labels)
+        failure = None
+        try:
+            for images, labels in self.val_loader.epoch(0):
+                logits = model(mx.array(images))
+                y = mx.array(labels)
+                best = mx.argpartition(-logits, kth=k - 1, axis=-1)[:, :k]
+                hits = best == y[:, None]
+                losses = nn.losses.cross_entropy(logits, y, reduction="sum")
+                mx.eval(hits, losses)
+                loss_sum += losses.item()
+                top1 += (mx.argmax(logits, axis=-1) == y).sum().item()
+                topk += hits.any(axis=-1).sum().item()
+                count += len(labels)
+        except ImageError as error:  # still join the sum below, so no process waits forever
+            failure = error
+        self._agree_on_failure(failure, "a validation image")
         loss_sum, top1, topk, count = sum_scalars([loss_sum, top1, topk, count], self.group)
         return {"val_loss": loss_sum / count, "val_top1": top1 / count, "val_top5": topk / count}
 
@@ -486,6 +491,31 @@ class Trainer:
             keys.append(mx.random.key(int(sequence.generate_state(1, np.uint32)[0])))
         return mx.stack(keys)
 
+    def _next_batch(self, batches: Iterator) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the next training batch, or None at the end of the epoch.
+
+        With several processes, each learns whether any could not read its share before the
+        step's all-reduce, so no process waits forever for one that stopped: all of them stop
+        at the same step, the one with the bad file naming it.
+        """
+        try:
+            batch, failure = next(batches, None), None
+        except ImageError as error:
+            batch, failure = None, error
+        self._agree_on_failure(failure, "an image of this batch")
+        return batch
+
+    def _agree_on_failure(self, failure: ImageError | None, what: str) -> None:
+        """Raise ``failure``, or, where another process failed, an ImageError saying so."""
+        failed = failure is not None
+        if self.world_size > 1:
+            failed = sum_scalars([float(failed)], self.group)[0] > 0
+        if failure is not None:
+            raise failure
+        if failed:
+            raise ImageError(f"another process could not read {what} (its own error names "
+                             "the file)")
+
     def _run_epoch(self, step: Callable) -> str | None:
         """Run the current epoch from where it stands; return why it stopped early, or None.
 
@@ -512,7 +542,8 @@ class Trainer:
             mark[:] = [now, loader.wait_seconds, loader.batches_ready]
 
         try:
-            for images, labels in batches:
+            while (batch := self._next_batch(batches)) is not None:
+                images, labels = batch
                 shape = (config.micro_batches, self.micro_batch) + images.shape[1:]
                 first_call = self.compile_seconds is None
                 began = time.perf_counter()
