@@ -28,6 +28,17 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
     ``last``), a registry name or a Hugging Face Hub repo id (downloaded and converted once,
     then cached).
     """
+    local = resolve_local(source)
+    if local is not None:
+        return local
+    from .checkpoints import hub  # imports huggingface_hub: only when it is needed
+
+    return hub.resolve(str(source), **hub_options)
+
+
+def resolve_local(source: str | os.PathLike) -> Path | None:
+    """Return what ``source`` names on this machine (a run's ``best``/``last`` and a run
+    directory followed as ``resolve`` does), or None when no file or folder is there."""
     path = Path(os.path.expanduser(str(source)))
     if path.is_symlink() and not path.exists():
         target = path.parent / os.readlink(path)
@@ -35,17 +46,13 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
             f"{path} links to {target}, which does not exist (deleted or moved): "
             "pass another checkpoint"
         )
-    if path.exists():
-        if path.is_dir() and not store.is_weights_dir(path):
-            link = next((path / name for name in RUN_LINKS
-                         if (path / name).exists() or (path / name).is_symlink()), None)
-            if link is not None:
-                return resolve(link)
-            return path
-        return _follow_pointer(path) or path
-    from .checkpoints import hub  # imports huggingface_hub: only when it is needed
-
-    return hub.resolve(str(source), **hub_options)
+    if not path.exists():
+        return None
+    if path.is_dir() and not store.is_weights_dir(path):
+        link = next((path / name for name in RUN_LINKS
+                     if (path / name).exists() or (path / name).is_symlink()), None)
+        return path if link is None else resolve_local(link)
+    return _follow_pointer(path) or path
 
 
 def _follow_pointer(path: Path) -> Path | None:

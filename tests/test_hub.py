@@ -622,6 +622,54 @@ def test_push_refuses_an_incomplete_directory_before_any_request(server, push_en
     assert len(server.requests) == before
 
 
+def test_push_takes_a_training_run_and_leaves_its_optimizer_state_here(
+    server, push_env, calibrated_weights_dir, tmp_path, monkeypatch
+):
+    from mlx_inception.training import checkpoint as checkpoints
+
+    weights, config = store.load_weights(calibrated_weights_dir)
+    run = tmp_path / "run"
+    optimizer = {"optimizer/fc.weight": mx.zeros((4, 4))}
+    checkpoints.save_checkpoint(run, "step-00000010", weights, config, optimizer,
+                                {"step": 10}, links=("last", "best"))
+    result = hub.push(run, "tester/from-a-run")  # the run directory: its best
+    commit = server.repos["tester/from-a-run"].resolve(result.commit)
+    assert set(commit.files) - {".gitattributes"} == {"README.md", "config.json",
+                                                      "model.safetensors"}
+    assert "step-00000010" in commit.message
+    fetched, _ = store.load_weights(hub.resolve("tester/from-a-run"))
+    np.testing.assert_array_equal(np.array(fetched["fc.weight"]), np.array(weights["fc.weight"]))
+
+    # Where the file system has no symbolic links, last is a pointer file: followed too.
+    monkeypatch.setattr(checkpoints.os, "symlink", _no_symlinks)
+    later = {**weights, "fc.bias": weights["fc.bias"] + 1}
+    checkpoints.save_checkpoint(run, "step-00000020", later, config, optimizer, {"step": 20})
+    assert (run / "last").is_file() and not (run / "last").is_symlink()
+    hub.push(run / "last", "tester/from-a-run", revision="last")
+    commit = server.repos["tester/from-a-run"].resolve("last")
+    assert set(commit.files) - {".gitattributes"} == {"README.md", "config.json",
+                                                      "model.safetensors"}
+    assert "step-00000020" in commit.message
+    fetched, _ = store.load_weights(hub.resolve("tester/from-a-run", revision="last"))
+    np.testing.assert_array_equal(np.array(fetched["fc.bias"]), np.array(later["fc.bias"]))
+
+
+def _no_symlinks(*args, **kwargs):
+    raise OSError(1, "Operation not permitted")
+
+
+def test_push_refuses_a_checkpoint_file_and_a_missing_path_before_any_request(
+    server, push_env, reference_checkpoints, tmp_path
+):
+    before = len(server.requests)
+    with pytest.raises(CheckpointError, match=r"checkpoint file, not a weights directory: "
+                                              r"`mlx-inception convert` it first"):
+        hub.push(reference_checkpoints["pth"], "tester/pickle")
+    with pytest.raises(CheckpointError, match=r"missing does not exist"):
+        hub.push(tmp_path / "missing", "tester/missing")
+    assert len(server.requests) == before
+
+
 # ----------------------------------------------------------------------------------------------
 # The command line
 

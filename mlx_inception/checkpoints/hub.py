@@ -786,15 +786,28 @@ def push(
 ) -> PushResult:
     """Upload a weights directory to a Hub model repo with a generated model card; return where.
 
-    The repo is created if needed (``private`` applies only then) and so is the branch
-    ``revision``. The card (README.md) describes the architecture, source weights,
-    preprocessing, labels, accuracy and licence, unless the directory has its own README.md.
+    ``directory`` may also be a training run (``RUN_DIR``: its best, else its last) or its
+    ``best``/``last``; a checkpoint's training state (raw weights, optimizer, moving average)
+    stays here: only the evaluated weights, config.json and other files are uploaded. The repo
+    is created if needed (``private`` applies only then) and so is the branch ``revision``.
+    The card (README.md) describes the architecture, source weights, preprocessing, labels,
+    accuracy and licence, unless the directory has its own README.md.
     """
+    from ..loading import resolve_local
+    from ..training.checkpoint import TRAINER_STATE, TRAINING_STATE
     from .model_card import render_model_card
 
-    directory = Path(directory)
     if not is_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is not a Hub repo id: use owner/name")
+    named = directory
+    directory = resolve_local(directory)  # a run's best/last, or the run directory itself
+    if directory is None:
+        raise CheckpointError(f"{named} does not exist: pass a weights directory")
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"{directory} is a checkpoint file, not a weights directory: "
+            "`mlx-inception convert` it first"
+        )
     weights, config = store.load_weights(directory)  # raises CheckpointError if incomplete
     convert.check_weights(weights, config)
     settings = hub_settings(token=token, endpoint=endpoint)
@@ -812,6 +825,8 @@ def push(
             path = directory / name
             if name.startswith(".") or not path.is_file():
                 continue  # partial files of an interrupted save, editor files
+            if name in (TRAINING_STATE, TRAINER_STATE):
+                continue  # a training checkpoint's optimizer state stays on this machine
             _link_or_copy(path, staging / name)
         if not (staging / "README.md").exists():
             card = render_model_card(config, weights, repo_id, license=license)
@@ -825,7 +840,7 @@ def push(
                 folder_path=staging,
                 revision=branch,
                 commit_message=commit_message
-                or f"Upload Inception-v3 weights from {directory.name}",
+                or f"Upload Inception-v3 weights from {directory.resolve().name}",
             )
         except Exception as error:
             raise fail(error) from None

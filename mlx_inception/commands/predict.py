@@ -36,7 +36,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
     parser.add_argument(
         "--weights",
         default=default_weights(),
-        help="registry name, Hugging Face Hub repo id, converted weights directory or PyTorch "
+        help="registry name, Hugging Face Hub repo id, converted weights directory, training "
+        "run (RUN_DIR: its best, else its last; or RUN_DIR/best, RUN_DIR/last) or PyTorch "
         "checkpoint (.pth/.safetensors)",
     )
     parser.add_argument(

@@ -22,7 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("directory", help="weights directory to upload")
+    parser.add_argument(
+        "directory",
+        help="weights directory to upload, or a training run: RUN_DIR (its best, else its "
+        "last), RUN_DIR/best or RUN_DIR/last (the optimizer state is not uploaded)",
+    )
     parser.add_argument("repo_id", help="Hub repo id, owner/name")
     parser.add_argument(
         "--private", action="store_true", help="create the repo private (if it does not exist)"
