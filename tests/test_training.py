@@ -115,6 +115,20 @@ def test_paper_recipe_is_the_default_without_init():
     assert config.image_size == 299 and config.aux_logits is True
 
 
+def test_the_step_is_compiled_by_default_on_a_gpu_only(monkeypatch):
+    from mlx_inception.training import recipe
+
+    for device, expected in ((mx.Device(mx.cpu), False), (mx.Device(mx.gpu), True)):
+        monkeypatch.setattr(recipe.mx, "default_device", lambda device=device: device)
+        config, notes = resolve({"data": "d", "out": "o"})
+        assert config.compile is expected
+        assert any(("compiled on the GPU" if expected else "eagerly on the CPU") in note
+                   for note in notes)
+    for explicit in (True, False):  # a flag always wins
+        config, notes = resolve({"data": "d", "out": "o", "compile": explicit})
+        assert config.compile is explicit and not any("compile" in note for note in notes)
+
+
 def test_learning_rate_scales_linearly_with_the_global_batch():
     # The paper's 0.045 was used with 50 replicas x 32 = 1600 images per synchronous update.
     assert resolve({"data": "d", "out": "o", "batch_size": 1600})[0].learning_rate == 0.045
@@ -236,6 +250,7 @@ def learning_run(module_tmp):
         learning_rate=0.001,  # random features are larger than ImageNet ones: below the 0.0025 rule
         crop_scale=[0.8, 1.0], flip=False,  # digits: mild crops, never mirrored
         ema_decay=0.99,  # exercise evaluation with the moving average
+        compile=True,  # the default on a GPU; exercised here on the CPU
     ))
     trainer = Trainer(config, notes=notes, show_progress=False)
     summary = trainer.fit()

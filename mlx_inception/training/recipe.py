@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
+
 from ..errors import InceptionError
 from ..model import InceptionV3Config
 from ..model.inception_v3 import STEM_VARIANTS, minimum_input_size
@@ -178,7 +180,11 @@ class TrainConfig:
     seed: int = _cited(0, "-", "seed for initialisation, shuffling, augmentation and dropout")
     workers: int = _cited(4, "-", "image decoding threads")
     prefetch: int = _cited(4, "-", "batches decoded ahead of the training step")
-    compile: bool = _cited(True, "-", "mx.compile the training step")
+    compile: bool | None = _cited(
+        None, "-", "mx.compile the training step; default: on a GPU, not on the CPU (there the "
+        "eager step measured about 10% faster at 299 px, and compiling the full step's kernels "
+        "costs minutes at its first call)"
+    )
 
     # --- filled in by resolve() ---------------------------------------------------------------
     recipe: str = _cited("scratch", "-", "'scratch' (the paper) or 'fine-tune' (set by init)")
@@ -302,6 +308,13 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
     if not fine_tune:
         config, settled = settle_architecture(config)
         notes += settled
+    if config.compile is None:
+        config.compile = mx.default_device().type == mx.DeviceType.gpu
+        notes.append(
+            "the training step is compiled on the GPU (--no-compile to run it eagerly)"
+            if config.compile else
+            "the training step runs eagerly on the CPU, faster there (--compile to compile it)"
+        )
     check(config, world_size)
     return config, notes
 
