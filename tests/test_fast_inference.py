@@ -36,7 +36,7 @@ from mlx_inception.data.transforms import preprocess
 from mlx_inception.inference.fast import fast_model, is_fast
 from mlx_inception.inference.gradcam import grad_cam
 from mlx_inception.inference.predictor import Predictor
-from mlx_inception.model import BasicConv2d, InceptionV3, Preprocessing
+from mlx_inception.model import BasicConv2d, InceptionV3, Preprocessing, parallel
 
 skimage_data = pytest.importorskip("skimage.data")
 SKIMAGE = Path(skimage_data.__file__).parent
@@ -239,7 +239,8 @@ def test_evaluate_runs_the_fast_path_unless_no_fast(
 # --- FID features --------------------------------------------------------------------------------
 
 
-def test_fid_network_is_loaded_fast_by_default_and_its_features_match_the_plain_ones(tmp_path):
+def test_fid_network_is_loaded_fast_by_default_and_its_features_match_the_plain_ones(tmp_path,
+                                                                                      monkeypatch):
     torch = pytest.importorskip("torch")
     pytest.importorskip("pytorch_fid")
     from test_fid import fid_reference_state
@@ -253,7 +254,17 @@ def test_fid_network_is_loaded_fast_by_default_and_its_features_match_the_plain_
     assert is_fast(fast) and not is_fast(plain) and has_every_batchnorm(plain)
     files = PHOTOS[:2]
     expected = extract_features(plain, files, batch_size=2)
+    layers = []
+    original = parallel._forward_one
+
+    def spy(model, x, first, second, stop_at):
+        layers.append(stop_at)
+        return original(model, x, first, second, stop_at)
+
+    monkeypatch.setattr(parallel, "_forward_one", spy)
     actual = extract_features(fast, files, batch_size=2)
+    if mx.default_device().type == mx.DeviceType.cpu:  # image by image on two streams
+        assert layers == ["avgpool"] * 2
     # tests/test_fid.py's feature tolerance against pytorch-fid: 1e-4 of the largest feature.
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
     assert np.abs(expected).max() > 0

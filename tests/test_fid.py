@@ -195,8 +195,12 @@ def test_features_stop_at_the_requested_layer_and_equal_its_tap(fid_model):
     x = mx.array(np.random.default_rng(0).uniform(-1, 1, (1, 99, 99, 3)).astype(np.float32))
     _, taps = fid_model.forward_with_taps(x)
     for layer in ("maxpool1", "maxpool2", "Mixed_6e", "avgpool"):
-        np.testing.assert_array_equal(np.array(fid_model.features(x, layer)),
-                                      np.array(taps[layer]))
+        actual, expected = np.array(fid_model.features(x, layer)), np.array(taps[layer])
+        assert actual.shape == expected.shape
+        # On the CPU the fast network's features run on two streams, the stem's convolutions
+        # in bands of rows; its taps run sequentially. The same operations, blocked otherwise
+        # by the BLAS: float32 rounding apart (measured up to 1.5e-6 of the largest value).
+        assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max()
     with pytest.raises(ValueError, match="unknown layer 'fc'"):
         fid_model.features(x, "fc")
 

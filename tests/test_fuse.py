@@ -183,6 +183,17 @@ def test_compiled_forward_gives_the_plain_logits(models):
     assert relative_error(fast.compiled_forward(images), plain(images)) <= RELATIVE_TOLERANCE
 
 
+def test_compiled_features_give_the_plain_features(models):
+    # FID's pool3 and pytorch-fid's smaller blocks on the GPU path (mx.compile), run on the CPU.
+    plain, fast = models
+    images = mx.array(random_images((2, 75, 75, 3), seed=16))
+    for layer in ("maxpool1", "Mixed_6e", "avgpool"):
+        expected = plain.features(images, layer)
+        actual = fast.compiled_features(images, layer)
+        assert actual.shape == expected.shape
+        assert relative_error(actual, expected) <= RELATIVE_TOLERANCE
+
+
 def test_compiled_forward_sees_later_weight_changes():
     _, fast = plain_and_fast(seed=11, aux_logits=False, num_classes=10)
     images = mx.array(random_images((1, 75, 75, 3), seed=12))

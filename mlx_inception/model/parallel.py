@@ -44,19 +44,25 @@ def cpu_streams() -> tuple[mx.Stream, mx.Stream]:
 BAND_BYTES = 8 << 20
 
 
-def forward(model: InceptionV3, images: mx.array) -> mx.array:
-    """Return the eval logits of ``images`` (N, H, W, 3), image by image on two CPU streams."""
+def forward(model: InceptionV3, images: mx.array, stop_at: str = "fc") -> mx.array:
+    """Return the eval logits of ``images`` (N, H, W, 3), image by image on two CPU streams.
+
+    ``stop_at``: return that layer's activation instead, computing nothing after it, as
+    :meth:`InceptionV3.features` does (``"avgpool"``, a stem module, an Inception module).
+    """
     if min(images.shape[1], images.shape[2]) < model._minimum_size or any(
         "bn" in getattr(model, name) for name in model._stem_names() if name in model
-    ):
-        return InceptionV3.__call__(model, images)  # raises the usual errors / unfolded model
+    ):  # the usual errors, or a model whose BatchNorms are not folded
+        if stop_at == "fc":
+            return InceptionV3.__call__(model, images)
+        return InceptionV3.features(model, images, stop_at)
     first, second = cpu_streams()
-    logits = [_forward_one(model, images[i : i + 1], first, second)
-              for i in range(images.shape[0])]
-    if len(logits) == 1:
-        return logits[0]
+    outputs = [_forward_one(model, images[i : i + 1], first, second, stop_at)
+               for i in range(images.shape[0])]
+    if len(outputs) == 1:
+        return outputs[0]
     with mx.stream(first):
-        return mx.concatenate(logits, axis=0)
+        return mx.concatenate(outputs, axis=0)
 
 
 def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx.Stream):
@@ -150,7 +156,8 @@ _SCHEDULES = {
 }
 
 
-def _forward_one(model: InceptionV3, x: mx.array, first: mx.Stream, second: mx.Stream):
+def _forward_one(model: InceptionV3, x: mx.array, first: mx.Stream, second: mx.Stream,
+                 stop_at: str):
     with mx.stream(first):
         if model.config.transform_input:
             x = model._transform_input(x)
@@ -158,15 +165,18 @@ def _forward_one(model: InceptionV3, x: mx.array, first: mx.Stream, second: mx.S
         if name.startswith("maxpool"):
             with mx.stream(first):
                 x = max_pool(x, 3, 2)
-            continue
-        module = getattr(model, name)
-        if module.conv.weight.shape[1:3] == (1, 1):  # a matmul already: not worth splitting
-            with mx.stream(first):
+        elif (module := getattr(model, name)).conv.weight.shape[1:3] == (1, 1):
+            with mx.stream(first):  # a matmul already: not worth splitting
                 x = module(x)
         else:
             x = _conv_by_rows(module, x, first, second)
+        if name == stop_at:
+            return x
     for name in MIXED:
         block = getattr(model, name)
         x = _SCHEDULES[type(block).__name__](block, x, first, second)
+        if name == stop_at:
+            return x
     with mx.stream(first):
-        return model.fc(global_average_pool(x))
+        x = global_average_pool(x)
+        return x if stop_at == "avgpool" else model.fc(x)
