@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
+from ..progress import ProgressBar
 from . import HelpFormatter
-from .predict import Progress, add_model_arguments
+from .predict import add_model_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     config = predictor.model.config
     mapping, how = class_mapping(classes, config.num_classes, predictor.labels)
     folder = ImageFolder(args.data, class_to_index=mapping, min_classes=1)
-    progress = Progress(len(folder), "evaluate", quiet=args.quiet)
-    result = evaluate(predictor, folder, mapping=how, on_progress=progress.update)
-    progress.clear()
+    progress = ProgressBar(len(folder), "evaluate", enabled=not args.quiet, rate_unit="img")
+    result = evaluate(predictor, folder, mapping=how, on_progress=progress)
+    progress.close()
     for _, error in result.failed:
         print(f"error: {error}", file=sys.stderr)
     if args.json:

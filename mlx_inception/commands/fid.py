@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 from ..errors import DataError, InceptionError
+from ..progress import ProgressBar
 from . import HelpFormatter
 
 DIMS_CHOICES = (64, 192, 768, 2048)
@@ -17,32 +15,6 @@ DIMS_CHOICES = (64, 192, 768, 2048)
 
 class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults after every flag; the description and examples keep their line breaks."""
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, drawn only on a terminal (``--quiet`` turns it off)."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, quiet: bool = False):
-        self.stream = stream or sys.stderr
-        self.label = label
-        self.enabled = not quiet and self.stream.isatty()
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = done / elapsed
-        remaining = (total - done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * done / max(total, 1))
-        bar = "=" * filled + " " * (width - filled)
-        self.stream.write(
-            f"\r{self.label}: {done}/{total} [{bar}] {rate:.1f} img/s, {remaining:.0f} s left "
-        )
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         nonlocal model
         if model is None and Path(path).is_dir():
             model = load_fid_inception(args.weights)
-        progress = ProgressBar(Path(path).name or path, quiet=args.quiet)
+        progress = ProgressBar(0, Path(path).name or path, enabled=not args.quiet,
+                               rate_unit="img")
         return compute_statistics(path, model, args.batch_size, args.dims, progress)
 
     if args.save_stats:

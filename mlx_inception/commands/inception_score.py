@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import InceptionError
+from ..progress import ProgressBar
 from . import HelpFormatter
-from .fid import ProgressBar, add_weights_argument
+from .fid import add_weights_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.folder).is_dir():
         raise DataError(f"{args.folder}: no such folder")
     model = load_fid_inception(args.weights)
-    progress = ProgressBar(Path(args.folder).name or args.folder, quiet=args.quiet)
+    progress = ProgressBar(0, Path(args.folder).name or args.folder, enabled=not args.quiet,
+                           rate_unit="img")
     score = inception_score_of_folder(
         args.folder, model, splits=args.splits, batch_size=args.batch_size, progress=progress
     )

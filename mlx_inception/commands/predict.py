@@ -7,10 +7,10 @@ import glob
 import json
 import os
 import sys
-import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from ..data.folder import find_images
+from ..progress import ProgressBar
 from . import HelpFormatter
 
 if TYPE_CHECKING:  # the predictor imports MLX; `--help` should not
@@ -137,45 +137,6 @@ def expand_paths(arguments: list[str]) -> tuple[list[str], list[tuple[str, str]]
     return files, missing
 
 
-class Progress:
-    """A one-line progress bar on stderr, drawn only on a terminal and for more than one item."""
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, quiet: bool = False):
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.label = label
-        self.enabled = not quiet and total > 1 and self.stream.isatty()
-        self.start = time.monotonic()
-        self.last_draw = 0.0
-
-    def clear(self) -> None:
-        """Erase the bar so a line printed next is not mixed with it."""
-        if self.enabled and self.last_draw:
-            self.stream.write("\r" + " " * 79 + "\r")
-            self.stream.flush()
-
-    def update(self, done: int, total: int | None = None) -> None:
-        if not self.enabled:
-            return
-        total = total or self.total
-        now = time.monotonic()
-        if done < total and now - self.last_draw < 0.1:
-            return  # redraw at most ten times a second
-        self.last_draw = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = done / elapsed
-        remaining = (total - done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * done / max(total, 1))
-        bar = "=" * filled + (">" if filled < width else "") + " " * max(width - filled - 1, 0)
-        self.stream.write(
-            f"\r{self.label} {done}/{total} [{bar}] {rate:.1f} img/s, {remaining:.0f} s left "
-        )
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def format_prediction(prediction: Prediction) -> list[str]:
     """Return the human-readable lines for one prediction: the path, then one line per class."""
     lines = [prediction.source]
@@ -203,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         crops=args.crops,
         fast=not args.no_fast,
     )
-    progress = Progress(len(files), "predict", quiet=args.quiet)
+    progress = ProgressBar(len(files), "predict", enabled=not args.quiet and len(files) > 1,
+                           rate_unit="img")
     for done, prediction in enumerate(predictor.iter_predict(files), start=1):
         progress.clear()
         if prediction.error is not None:

@@ -53,6 +53,7 @@ from ..data.loader import BatchLoader, split_samples
 from ..data.transforms import preprocess
 from ..errors import CheckpointError, DataError, ImageError
 from ..model import InceptionV3, InceptionV3Config
+from ..progress import ProgressBar, format_duration
 from . import checkpoint as checkpoints
 from .curves import draw_curves
 from .distributed import average_tree, broadcast_tree, init_group, sum_scalars
@@ -66,7 +67,6 @@ from .network import (
     set_training_mode,
 )
 from .optim import TFRMSProp, clip_by_global_norm, constant, staircase_decay
-from .progress import ProgressBar, format_duration
 from .recipe import ConfigError, TrainConfig, check
 
 CONFIG_FILE = "train_config.json"
@@ -530,7 +530,7 @@ class Trainer:
         batches = loader.epoch(progress.epoch, start=progress.step_in_epoch)
         bar = ProgressBar(
             self.steps_per_epoch, f"epoch {progress.epoch + 1}/{config.epochs}",
-            start=progress.step_in_epoch, enabled=self.show_progress,
+            start=progress.step_in_epoch, enabled=self.show_progress, piped_lines=True,
         )
         mark = [time.perf_counter(), loader.wait_seconds, loader.batches_ready]
 
@@ -571,7 +571,7 @@ class Trainer:
                 if not first_call:
                     totals.timed_images += config.batch_size
                 account()
-                bar.update(progress.step_in_epoch, _bar_info(totals))
+                bar.update(progress.step_in_epoch, info=_bar_info(totals))
                 reason = self._stop_reason()
                 if reason is not None:
                     return reason
