@@ -179,7 +179,8 @@ def test_resize_matches_torch_bilinear_interpolate(folders):
             align_corners=False,
         )[0].permute(1, 2, 0).numpy()
         # Values in [0, 1]: two float32 ulps of 1.0.
-        assert np.max(np.abs(fid_features.resize_bilinear(pixels) - expected)) <= 2.4e-7
+        resized = fid_features.resize_bilinear(pixels, (299, 299))
+        assert np.max(np.abs(resized - expected)) <= 2.4e-7
 
 
 def test_fid_network_is_pytorch_fids_architecture(fid_weights_dir):

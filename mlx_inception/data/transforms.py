@@ -126,3 +126,41 @@ def timm_preprocessing(
         mean=mean,
         std=std,
     )
+
+
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
+    """Return PyTorch's bilinear source indices and weights (``align_corners=False``).
+
+    As ``F.interpolate(mode="bilinear")`` on the CPU computes them, in float32: source position
+    ``(dst + 0.5) * in / out - 0.5`` clamped at 0, its floor and the next pixel (clamped to the
+    edge), weighted by the distances. The position is rounded to float32 once, after the
+    multiply and subtract, as PyTorch's compiled kernel (a fused multiply-add) rounds it; two
+    roundings moved some weights by an ulp of the position (up to 6e-6 of a pixel's value).
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    centres = np.arange(out_size, dtype=np.float64) + 0.5
+    position = (np.float64(scale) * centres - 0.5).astype(np.float32)
+    position = np.maximum(position, np.float32(0.0))
+    first = np.minimum(np.floor(position).astype(np.int64), in_size - 1)
+    second = np.minimum(first + 1, in_size - 1)
+    weight_second = np.clip(position - first.astype(np.float32), 0, 1).astype(np.float32)
+    weight_first = np.float32(1.0) - weight_second
+    return first, second, weight_first, weight_second
+
+
+def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return float32 ``array`` (H, W, ...) resized to ``size`` = (height, width) as
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` does.
+
+    Pixel centres aligned (an 8x8 map lands on a 299x299 crop where its cells are); width
+    first, then height, the order in which PyTorch's CPU kernel combines the four neighbours;
+    no antialiasing (and so not torchvision's or Pillow's resize of images).
+    """
+    array = np.asarray(array, dtype=np.float32)
+    rows = _bilinear_taps(array.shape[0], size[0])
+    cols = _bilinear_taps(array.shape[1], size[1])
+    extra = (None,) * (array.ndim - 2)  # broadcast the weights over trailing axes (channels)
+    array = array[:, cols[0]] * cols[2][(None, slice(None), *extra)] + (
+        array[:, cols[1]] * cols[3][(None, slice(None), *extra)])
+    return array[rows[0]] * rows[2][(slice(None), *extra, None)] + (
+        array[rows[1]] * rows[3][(slice(None), *extra, None)])

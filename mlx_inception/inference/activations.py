@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from ..data.transforms import resize_bilinear
 from ..model import InceptionV3, tap_names
 from ..model.layers import avg_pool
 
@@ -369,23 +370,10 @@ def upsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Return a 2-D map resized bilinearly to ``size`` = (height, width), pixel centres aligned.
 
     The same sampling as ``torch.nn.functional.interpolate(mode="bilinear",
-    align_corners=False)``, so an 8x8 map lands on the 299x299 crop where its cells are.
+    align_corners=False)`` (:func:`mlx_inception.data.transforms.resize_bilinear`), so an 8x8
+    map lands on the 299x299 crop where its cells are.
     """
-    values = np.asarray(values, dtype=np.float32)
-    in_h, in_w = values.shape
-
-    def coordinates(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        source = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-        source = np.clip(source, 0.0, in_size - 1)
-        low = np.floor(source).astype(np.intp)
-        high = np.minimum(low + 1, in_size - 1)
-        return low, high, (source - low).astype(np.float32)
-
-    y0, y1, wy = coordinates(size[0], in_h)
-    x0, x1, wx = coordinates(size[1], in_w)
-    top = values[y0][:, x0] * (1 - wx) + values[y0][:, x1] * wx
-    bottom = values[y1][:, x0] * (1 - wx) + values[y1][:, x1] * wx
-    return (top * (1 - wy[:, None]) + bottom * wy[:, None]).astype(np.float32)
+    return resize_bilinear(values, size)
 
 
 def overlay(

@@ -28,6 +28,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..checkpoints import convert, store
+from ..data.transforms import resize_bilinear
 from ..errors import CheckpointError, DataError, ImageError
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
 from ..model.fuse import optimize_for_inference
@@ -197,43 +198,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: cannot decode as an image ({reason})") from None
 
 
-def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
-    """Return PyTorch's bilinear source indices and weights (``align_corners=False``).
-
-    As ``F.interpolate(mode="bilinear")`` on the CPU computes them, in float32: source position
-    ``(dst + 0.5) * in / out - 0.5`` clamped at 0, its floor and the next pixel (clamped to the
-    edge), weighted by the distances. The position is rounded to float32 once, after the
-    multiply and subtract, as PyTorch's compiled kernel (a fused multiply-add) rounds it; two
-    roundings moved some weights by an ulp of the position (up to 6e-6 of a pixel's value).
-    """
-    scale = np.float32(in_size) / np.float32(out_size)
-    centres = np.arange(out_size, dtype=np.float64) + 0.5
-    position = (np.float64(scale) * centres - 0.5).astype(np.float32)
-    position = np.maximum(position, np.float32(0.0))
-    first = np.minimum(np.floor(position).astype(np.int64), in_size - 1)
-    second = np.minimum(first + 1, in_size - 1)
-    weight_second = np.clip(position - first.astype(np.float32), 0, 1).astype(np.float32)
-    weight_first = np.float32(1.0) - weight_second
-    return first, second, weight_first, weight_second
-
-
-def resize_bilinear(image: np.ndarray, size: int = FID_IMAGE_SIZE) -> np.ndarray:
-    """Return a float (H, W, C) image resized to (size, size) as PyTorch's bilinear does.
-
-    Width first, then height, the order in which PyTorch's CPU kernel combines the four
-    neighbours; no antialiasing, as in ``F.interpolate`` (and so in pytorch-fid).
-    """
-    height, width = image.shape[:2]
-    cols = _bilinear_taps(width, size)
-    rows = _bilinear_taps(height, size)
-    image = image[:, cols[0]] * cols[2][None, :, None] + image[:, cols[1]] * cols[3][None, :, None]
-    return image[rows[0]] * rows[2][:, None, None] + image[rows[1]] * rows[3][:, None, None]
-
-
 def fid_input(path: str | os.PathLike) -> np.ndarray:
     """Return the FID network's input for one image file: float32 (299, 299, 3) in [-1, 1]."""
     pixels = read_image(path).astype(np.float32) / np.float32(255.0)
-    return np.float32(2.0) * resize_bilinear(pixels) - np.float32(1.0)
+    pixels = resize_bilinear(pixels, (FID_IMAGE_SIZE, FID_IMAGE_SIZE))
+    return np.float32(2.0) * pixels - np.float32(1.0)
 
 
 def _batches(
