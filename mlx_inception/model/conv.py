@@ -23,7 +23,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .gradients import _pair
+from .gradients import pair
 
 
 def _rows(x: mx.array, kernel_h: int, kernel_w: int) -> tuple[mx.array, int]:
@@ -117,11 +117,11 @@ class Conv2d(nn.Conv2d):
     convolution elsewhere."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not _on_cpu() or _pair(self.stride) != (1, 1) or _pair(self.dilation) != (1, 1) or (
+        if not _on_cpu() or pair(self.stride) != (1, 1) or pair(self.dilation) != (1, 1) or (
             self.groups != 1
         ):
             return super().__call__(x)
-        pad_h, pad_w = _pair(self.padding)
+        pad_h, pad_w = pair(self.padding)
         if pad_h or pad_w:
             x = mx.pad(x, [(0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)])
         y = conv2d(x, self.weight)

@@ -32,6 +32,7 @@ from .blocks import (
     Taps,
     _Block,
 )
+from .gradients import pair
 from .inception_v3 import MIXED, InceptionV3
 from .layers import BasicConv2d, avg_pool_3x3_same, max_pool
 
@@ -69,17 +70,13 @@ def _fold_into(layer: nn.Module, bn: nn.BatchNorm) -> None:
     mx.eval(layer.weight, layer.bias)
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def _is_pointwise(conv: nn.Module) -> bool:
     return (
         isinstance(conv, nn.Conv2d)
         and conv.weight.shape[1:3] == (1, 1)
-        and _pair(conv.stride) == (1, 1)
-        and _pair(conv.padding) == (0, 0)
-        and _pair(conv.dilation) == (1, 1)
+        and pair(conv.stride) == (1, 1)
+        and pair(conv.padding) == (0, 0)
+        and pair(conv.dilation) == (1, 1)
         and conv.groups == 1
     )
 

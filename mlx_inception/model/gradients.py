@@ -92,14 +92,15 @@ class StridedConv2d(nn.Conv2d):
     """``nn.Conv2d`` with a square stride > 1 and a fast input gradient (same parameters)."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        stride, padding = _pair(self.stride), _pair(self.padding)
-        if stride[0] != stride[1] or _pair(self.dilation) != (1, 1) or self.groups != 1:
+        stride, padding = pair(self.stride), pair(self.padding)
+        if stride[0] != stride[1] or pair(self.dilation) != (1, 1) or self.groups != 1:
             return super().__call__(x)
         y = _strided_conv2d(x, self.weight, stride, padding)
         return y + self.bias if "bias" in self else y
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """Return a kernel size, stride or padding as (height, width)."""
     return (value, value) if isinstance(value, int) else tuple(value)
 
 

@@ -10,14 +10,11 @@ import mlx.nn as nn
 
 from . import gradients
 from .conv import Conv2d
+from .gradients import pair
 
 # Every BatchNorm in Inception-v3 uses eps = 0.001 (TF-slim's value, kept by torchvision);
 # MLX's default of 1e-5 would shift every activation of ported weights.
 BATCHNORM_EPS = 1e-3
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _mean_over_leading_axes(x: mx.array) -> mx.array:
@@ -123,9 +120,9 @@ class BasicConv2d(nn.Module):
         super().__init__()
         # Same layer as nn.Conv2d, computed the way MLX's CPU backend runs fast: stride 1 as
         # shifted matrix products (conv.py), strided with a fast input gradient (gradients.py).
-        conv = Conv2d if _pair(stride) == (1, 1) else gradients.StridedConv2d
+        conv = Conv2d if pair(stride) == (1, 1) else gradients.StridedConv2d
         self.conv = conv(
-            in_channels, out_channels, _pair(kernel_size), _pair(stride), _pair(padding), bias=False
+            in_channels, out_channels, pair(kernel_size), pair(stride), pair(padding), bias=False
         )
         self.bn = BatchNorm(out_channels)
         # torchvision's init_weights draws each conv from a truncated normal with this stddev.
