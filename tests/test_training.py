@@ -495,6 +495,24 @@ def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_
     checkpoints.load_checkpoint(run / "last")  # still complete
 
 
+def test_saving_deletes_only_old_checkpoints_never_other_folders(straight_run, tmp_path):
+    run = clone_run(straight_run, tmp_path / "copy")
+    mine = run / "checkpoints" / "my_resnet_weights"  # --out pointed at a folder in use
+    mine.mkdir()
+    (mine / "model.pt").write_bytes(b"keep")
+    (run / "checkpoints" / "notes.txt").write_text("keep")
+    stale = run / "checkpoints" / "step-00000001"  # a checkpoint no link names any more
+    stale.mkdir()
+    interrupted = run / "checkpoints" / ".step-00000002-k3x9_a1z"  # a write that was killed
+    interrupted.mkdir()
+    arrays, state = checkpoints.load_checkpoint(run / "last")
+    weights, config = load_weights(run / "last")
+    checkpoints.save_checkpoint(run, "step-00000099", weights, config, arrays, state)
+    assert (mine / "model.pt").read_bytes() == b"keep"
+    assert (run / "checkpoints" / "notes.txt").read_text() == "keep"
+    assert not stale.exists() and not interrupted.exists()
+
+
 class Killed(BaseException):
     """The process dying: raised by every file-system change from the chosen one on."""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -108,15 +109,20 @@ def point(run_dir: Path, link: str, folder: Path) -> None:
     _fsync_dir(run_dir)
 
 
+# What save_checkpoint names its folders (step-00001234, step-00001234.1) and their temporary
+# folders (.step-00001234-<random>): the only entries prune may delete.
+_CHECKPOINT_NAME = re.compile(r"step-\d{8}(\.\d+)?|\.step-\d{8}(\.\d+)?-\w+")
+
+
 def prune(run_dir: Path, also_keep: Path | None = None) -> None:
     """Delete checkpoints no link names (and ``also_keep``), and temporary folders of
-    interrupted writes."""
+    interrupted writes. Anything else in the folder (a user's own files) is left alone."""
     keep = {resolve_link(run_dir, link) for link in ("last", "best")}
     if also_keep is not None:
         keep.add(also_keep.resolve())
     folder = run_dir / CHECKPOINTS
     for entry in folder.iterdir():
-        if entry.resolve() not in keep:
+        if _CHECKPOINT_NAME.fullmatch(entry.name) and entry.resolve() not in keep:
             shutil.rmtree(entry, ignore_errors=True)
 
 
