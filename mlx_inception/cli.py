@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -25,11 +26,23 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a mistyped command line in one line.
+
+    argparse prints the whole usage (twenty lines for ``train``) before its message; the
+    message and where to read more are enough. The exit status stays argparse's 2.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlx-inception",
-        description="Inception-v3 in MLX: convert, predict, evaluate, train, Hub weights.",
+        description="Inception-v3 in MLX: convert, predict, evaluate, train, push and download "
+        "Hub weights, FID and Inception Score, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -47,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except InceptionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's final flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
     except OSError as error:  # permission denied, disk full, ...: say which file, no traceback
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)

@@ -115,7 +115,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help_text += f" ({source})"
         parser.add_argument(
             flag, dest=name, type=kind, metavar=metavar, default=None,
-            nargs=2 if name in PAIRS else None, choices=CHOICES.get(name), help=help_text,
+            nargs=2 if name in PAIRS else None, choices=CHOICES.get(name),
+            help=help_text.replace("%", "%%"),  # argparse formats help with %
         )
     for flag, name in SWITCHES.items():
         meta = info[name].metadata
@@ -125,7 +126,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         elif meta.get("source", "-").startswith("["):
             help_text += f" ({meta['source']})"
         parser.add_argument(
-            flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text,
+            flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+            help=help_text.replace("%", "%%"),
         )
     parser.add_argument(
         "--config", metavar="FILE",

@@ -182,7 +182,7 @@ class TrainConfig:
     prefetch: int = _cited(4, "-", "batches decoded ahead of the training step")
     compile: bool | None = _cited(
         None, "-", "mx.compile the training step; default: on a GPU, not on the CPU (there the "
-        "eager step measured about 10% faster at 299 px, and compiling the full step's kernels "
+        "eager step measured about a tenth faster at 299 px, and compiling the full step's kernels "
         "costs minutes at its first call)"
     )
 
