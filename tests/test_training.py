@@ -356,8 +356,9 @@ def test_resume_continues_bit_exactly(straight_run, stopped_run, tmp_path):
     # Resume the run stopped at step 3 and finish: every weight, BatchNorm statistic, optimizer
     # slot and moving average equals the uninterrupted run's.
     out = clone_run(stopped_run, tmp_path / "run")
-    resumed = Trainer.resume(out, {"max_steps": 4}, show_progress=False).fit()
+    resumed = Trainer.resume(out, {"max_steps": 0}, show_progress=False).fit()  # 0: no limit
     assert resumed["steps"] == 4 and resumed["epochs_completed"] == 2
+    assert json.loads((out / "train_config.json").read_text())["max_steps"] is None
     assert_bit_identical(trained_arrays(out), trained_arrays(straight_run))
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in metric_records(out)]
     expected = [{k: v for k, v in r.items() if k not in TIMING}
@@ -368,10 +369,34 @@ def test_resume_continues_bit_exactly(straight_run, stopped_run, tmp_path):
 def test_resume_with_no_steps_left_changes_nothing(stopped_run, tmp_path):
     out = clone_run(stopped_run, tmp_path / "run")
     before, arrays = (out / "last").resolve(), trained_arrays(out)
-    summary = Trainer.resume(out, {"max_steps": 3}, show_progress=False).fit()
+    messages = []
+    summary = Trainer.resume(out, {"max_steps": 3}, show_progress=False,
+                             log=messages.append).fit()
     assert (summary["steps"], summary["stopped"]) == (3, "max_steps")
+    assert any("nothing to train" in m and "--max-steps 0 for no limit" in m for m in messages)
     assert (out / "last").resolve() == before  # no step taken, no checkpoint written
     assert_bit_identical(trained_arrays(out), arrays)
+
+
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(tiny_digits, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = os.path.relpath(tiny_digits / "train")
+    config, notes = resolve(dict(SMALL, data=data, out="run", max_steps=1))
+    assert config.data == str(tiny_digits / "train") and config.out == str(tmp_path / "run")
+    Trainer(config, notes=notes, show_progress=False).fit()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # Compiling is the same arithmetic: switching it on is allowed (not run here: compiling a
+    # full step on the CPU takes minutes).
+    assert Trainer.resume("../run", {"compile": True}, show_progress=False).config.compile
+    messages = []
+    summary = Trainer.resume(tmp_path / "run", {"max_steps": 2,  # the folder named another way
+                                                 "data": str(tiny_digits / "train")},
+                             show_progress=False, log=messages.append).fit()
+    assert summary["steps"] == 2
+    assert not any("images changed" in m for m in messages)
 
 
 def test_resume_records_the_changed_settings_in_train_config_json(stopped_run, tmp_path):

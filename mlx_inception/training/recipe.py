@@ -84,7 +84,8 @@ class TrainConfig:
     # --- schedule and batch -------------------------------------------------------------------
     epochs: int = _cited(100, "[paper] 8: 100 epochs", "number of passes over the training set")
     max_steps: int | None = _cited(
-        None, "-", "stop (with a resumable checkpoint) after this many optimizer steps in total"
+        None, "-", "stop (with a resumable checkpoint) after this many optimizer steps in total; "
+        "0: no limit (lifts a limit when resuming)"
     )
     batch_size: int = _cited(
         32, "[paper] 8: batch 32 per replica", "global batch: images per optimizer step, "
@@ -196,6 +197,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.stem, int) and not isinstance(self.stem, bool):
             self.stem = str(self.stem)  # "stem": 151 in a JSON file reads as naturally as "151"
+        if self.max_steps == 0:
+            self.max_steps = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,6 +276,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+# The settings that name local folders: saved absolute, so that a run resumes from any folder.
+PATH_SETTINGS = ("data", "val", "out")
+
+
+def absolute_paths(settings: dict[str, Any]) -> dict[str, str]:
+    """Return the folder settings among ``settings`` made absolute (``~`` expanded)."""
+    return {name: os.path.abspath(os.path.expanduser(str(settings[name])))
+            for name in PATH_SETTINGS if settings.get(name)}
+
+
 def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig, list[str]]:
     """Return the final configuration for ``overrides`` and notes on what was decided.
 
@@ -283,6 +296,7 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
     variant and therefore the auxiliary head's minimum input size come from them.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(absolute_paths(overrides))
     config = TrainConfig.from_dict(overrides)
     check(config, world_size)  # before the arithmetic below divides by any of it
     notes: list[str] = []

@@ -67,13 +67,13 @@ from .network import (
     set_training_mode,
 )
 from .optim import TFRMSProp, clip_by_global_norm, constant, staircase_decay
-from .recipe import ConfigError, TrainConfig, check
+from .recipe import ConfigError, TrainConfig, absolute_paths, check
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 # Settings a resumed run may change: they do not alter what is computed.
-RESUMABLE_OVERRIDES = ("epochs", "max_steps", "workers", "prefetch")
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "workers", "prefetch", "compile")
 # A checkpoint at least this often (TF-slim's save_interval_secs=600), besides epoch ends.
 SAVE_INTERVAL_SECONDS = 600.0
 
@@ -425,6 +425,10 @@ class Trainer:
             while progress.epoch < config.epochs:
                 if config.max_steps is not None and progress.step >= config.max_steps:
                     stopped = "max_steps"  # resumed with no steps left: change nothing
+                    if self.is_main:
+                        self._log(f"nothing to train: the run is at step {progress.step} and "
+                                  f"--max-steps is {config.max_steps}; resume with a larger "
+                                  "--max-steps, or --max-steps 0 for no limit")
                     break
                 stopped = self._run_epoch(step)
                 if progress.step_in_epoch < self.steps_per_epoch:  # stopped inside the epoch
@@ -668,9 +672,10 @@ class Trainer:
         )
 
     def _fingerprint(self) -> str:
+        """Return a digest of the training images (paths within the data folder) and labels."""
         digest = hashlib.sha256()
         for path, label in self.train_samples:
-            digest.update(f"{path}\0{label}\n".encode())
+            digest.update(f"{os.path.relpath(path, self.config.data)}\0{label}\n".encode())
         return digest.hexdigest()[:16]
 
     @classmethod
@@ -681,7 +686,7 @@ class Trainer:
         **options,
     ) -> Trainer:
         """Return a trainer restored from ``run_dir``'s last checkpoint, ready to ``fit()``."""
-        run_dir = Path(run_dir)
+        run_dir = Path(os.path.abspath(os.path.expanduser(run_dir)))
         folder = checkpoints.resolve_link(run_dir, "last")
         if folder is None:
             raise CheckpointError(
@@ -690,7 +695,14 @@ class Trainer:
             )
         arrays, state = checkpoints.load_checkpoint(folder)
         data = dict(state["config"])
-        changed = {k: v for k, v in (overrides or {}).items() if v is not None and data.get(k) != v}
+        data.update(absolute_paths(data))  # runs saved before paths were stored absolute
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        overrides.update(absolute_paths(overrides))
+        if overrides.get("max_steps") == 0:
+            overrides["max_steps"] = None  # lifts the limit
+            if data.get("max_steps") is None:
+                del overrides["max_steps"]
+        changed = {k: v for k, v in overrides.items() if data.get(k) != v}
         refused = sorted(set(changed) - set(RESUMABLE_OVERRIDES))
         if refused:
             raise ConfigError(
