@@ -636,6 +636,26 @@ def test_init_copies_matching_weights_and_starts_new_heads_at_zero(tmp_path, tin
     assert any("fc" in note and "1000 classes" in note for note in notes)
 
 
+def test_init_with_as_many_classes_keeps_the_head_only_when_they_are_the_same_classes(
+    tmp_path, tiny_digits
+):
+    mx.random.seed(3)
+    pets = InceptionV3(InceptionV3Config(num_classes=4, aux_logits=False, transform_input=True,
+                                         labels=["cat", "dog", "fox", "owl"]))
+    save_model(pets, tmp_path / "pets")
+    config, _ = small_config(tiny_digits, tmp_path / "run", init=str(tmp_path / "pets"))
+    same, _, _ = build_network(config, ["cat", "dog", "fox", "owl"])
+    np.testing.assert_array_equal(np.array(same.fc.weight), np.array(pets.fc.weight))
+    other, _, notes = build_network(config, ["digit_0", "digit_1", "digit_2", "digit_3"])
+    assert not np.any(np.array(other.fc.weight)) and not np.any(np.array(other.fc.bias))
+    assert any("new" in note and "fc" in note and "not the ones the weights were trained on"
+               in note for note in notes)
+    reordered, _, _ = build_network(config, ["dog", "cat", "fox", "owl"])  # outputs mean others
+    assert not np.any(np.array(reordered.fc.weight))
+    np.testing.assert_array_equal(np.array(other.Mixed_7c.branch1x1.conv.weight),
+                                  np.array(pets.Mixed_7c.branch1x1.conv.weight))
+
+
 VARIANT = dict(stem="151", bn_aux=True, pool_count_include_pad=False, mixed_7c_pool="max",
                transform_input=True)
 

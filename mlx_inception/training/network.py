@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..checkpoints.store import model_weights
+from ..data.labels import imagenet_classes, imagenet_synsets
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
 from ..model.inception_v3 import MIXED, STEM
 from .recipe import (
@@ -100,7 +101,14 @@ def build_network(
         )
     model = InceptionV3(model_config)
     if source_weights:
-        notes += _copy_initial_weights(model, source_weights, len(classes))
+        why = f"{len(classes)} classes; the weights have {_class_count(source_weights)}"
+        if base is not None and base.num_classes == len(classes) and not _same_classes(
+            base, classes
+        ):  # as many outputs, for other classes: the classifiers start anew
+            why = f"{len(classes)} classes, not the ones the weights were trained on"
+            source_weights = {key: value for key, value in source_weights.items()
+                              if not key.startswith(("fc.", "AuxLogits.fc.", "AuxLogits.fc_bn."))}
+        notes += _copy_initial_weights(model, source_weights, why)
     set_batchnorm_momentum(model, config.bn_momentum)
     model.train()
     mx.eval(model.parameters())
@@ -108,7 +116,7 @@ def build_network(
 
 
 def _copy_initial_weights(
-    model: InceptionV3, source_weights: dict[str, mx.array], class_count: int
+    model: InceptionV3, source_weights: dict[str, mx.array], why: str
 ) -> list[str]:
     """Load every weight of ``source_weights`` that fits ``model``; zero new classifiers'
     output; return notes on what was replaced or left unused."""
@@ -141,14 +149,31 @@ def _copy_initial_weights(
         if len([name for name in replaced if name.startswith("AuxLogits.")]) > 1:
             replaced = {n for n in replaced if not n.startswith("AuxLogits.")} | {"AuxLogits"}
         notes.append(
-            f"new (classifiers start with zero output): {', '.join(sorted(replaced))} "
-            f"({class_count} classes; the weights have {_class_count(source_weights)})"
+            f"new (classifiers start with zero output): {', '.join(sorted(replaced))} ({why})"
         )
     kept = {k.split(".")[0] for k in fresh}
     unused = sorted({k.split(".")[0] for k in source_weights} - kept)
     if unused:
         notes.append(f"not used from the initial weights: {', '.join(unused)}")
     return notes
+
+
+def _same_classes(base: InceptionV3Config, classes: list[str]) -> bool:
+    """Return whether the initial weights' outputs are ``classes``, in order.
+
+    Named labels must equal the class folders; ImageNet's label set matches folders named by
+    its WordNet ids (n01440764, ...) or by its class names. Weights without labels are taken as
+    matching when the count does (nothing says otherwise).
+    """
+    if base.num_classes != len(classes):
+        return False
+    if base.labels is None:
+        return True
+    if isinstance(base.labels, str):
+        if base.labels != "imagenet-1k":
+            return False
+        return classes in (imagenet_synsets(), imagenet_classes())
+    return list(base.labels) == list(classes)
 
 
 def _class_count(weights: dict[str, mx.array]) -> str:
