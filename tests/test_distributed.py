@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def test_two_processes_reach_the_weights_of_one_process_with_the_same_global_bat
     )
     assert codes == [0], logs
 
+    # Stopped after 3 of the 4 steps and resumed, still across two processes: the same run.
+    stopped = tmp_path / "stopped"
+    codes, logs = run_processes([train_command(data, stopped, "--max-steps", "3")] * 2, envs,
+                                tmp_path)
+    assert codes == [0, 0], logs
+    resume = [sys.executable, "-m", "mlx_inception", "train", "--quiet", "--resume",
+              str(stopped), "--max-steps", "0"]
+    codes, logs = run_processes([resume, resume], envs, tmp_path)
+    assert codes == [0, 0], logs
+    straight, resumed = training_arrays(outs[0]), training_arrays(stopped)
+    assert all(np.array_equal(straight[key], resumed[key]) for key in straight)
+
     distributed, alone = training_arrays(outs[0]), training_arrays(single)
     assert distributed.keys() == alone.keys()
     worst = 0.0
@@ -149,3 +162,40 @@ def test_an_unreadable_image_stops_every_process_with_one_line(tmp_path, split):
     else:
         assert state["step"] < 2
     checkpoints.load_checkpoint(out / "last")
+
+
+def two_process_environments(tmp_path: Path) -> list[dict[str, str]]:
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"] for port in free_ports(2)]))
+    return [{**quiet_environment(), "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+            for rank in range(2)]
+
+
+def test_a_failure_on_rank_0_alone_stops_every_process(tmp_path):
+    """Rank 0 alone checks (and writes) the run directory: when it refuses, the others stop
+    too instead of waiting for it in the first collective."""
+    data = make_digits_folder(tmp_path / "digits", 4, 4, 1)
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (out / "last").symlink_to("checkpoints/step-00000001")
+    command = train_command(data, out)
+    codes, logs = run_processes([command, command], two_process_environments(tmp_path), tmp_path)
+    assert codes == [1, 1], logs
+    errors = [log.strip().splitlines()[-1] for log in logs]
+    assert "already holds a run" in errors[0]
+    assert errors[1] == "error: stopped: the first process (rank 0) failed; its error says why"
+
+
+def test_processes_that_see_different_images_refuse_to_start(tmp_path):
+    data = make_digits_folder(tmp_path / "digits", 4, 4, 1)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    for path in sorted((other / "train" / "digit_3").iterdir())[:1]:
+        path.rename(other / "train" / "digit_2" / f"moved_{path.name}")  # same count, not same
+    commands = [train_command(data, tmp_path / "run"), train_command(other, tmp_path / "run")]
+    codes, logs = run_processes(commands, two_process_environments(tmp_path), tmp_path)
+    assert codes == [1, 1], logs
+    for log in logs:
+        assert log.strip().splitlines()[-1].startswith(
+            "error: the processes disagree about the run: each must see the same training")
+    assert not (tmp_path / "run" / "last").exists()

@@ -40,6 +40,17 @@ def sum_scalars(values: list[float], group: mx.distributed.Group) -> list[float]
     return [float(v) for v in total.tolist()]
 
 
+def same_everywhere(values: list[int], group: mx.distributed.Group) -> bool:
+    """Return whether every process holds the same ``values`` (small integers: counts, pieces
+    of a digest)."""
+    if group.size() == 1:
+        return True
+    local = mx.array(values, dtype=mx.int32)
+    highest = mx.distributed.all_max(local, group=group)
+    lowest = mx.distributed.all_min(local, group=group)
+    return bool(mx.array_equal(highest, lowest).item())
+
+
 def broadcast_tree(tree: Any, group: mx.distributed.Group) -> Any:
     """Return rank 0's copy of ``tree`` on every process.
 

@@ -51,12 +51,18 @@ from ..data.folder import ImageFolder
 from ..data.images import load_image
 from ..data.loader import BatchLoader, split_samples
 from ..data.transforms import preprocess
-from ..errors import CheckpointError, DataError, ImageError
+from ..errors import CheckpointError, DataError, ImageError, InceptionError
 from ..model import InceptionV3, InceptionV3Config
 from ..progress import ProgressBar, format_duration
 from . import checkpoint as checkpoints
 from .curves import draw_curves
-from .distributed import average_tree, broadcast_tree, init_group, sum_scalars
+from .distributed import (
+    average_tree,
+    broadcast_tree,
+    init_group,
+    same_everywhere,
+    sum_scalars,
+)
 from .history import metrics_text, read_metrics, write_metrics
 from .network import (
     build_network,
@@ -168,8 +174,8 @@ class Trainer:
         self.show_progress = show_progress and self.is_main
         self._log = log or (lambda message: print(message, file=sys.stderr))
         self.notes = list(notes or [])
-        if _resume_from is None and self.is_main:
-            self._refuse_existing_run()
+        if _resume_from is None:
+            self._on_main(self._refuse_existing_run)
 
         self._load_data()
         if _resume_from is not None and list(_resume_from.labels or []) != self.classes:
@@ -395,7 +401,7 @@ class Trainer:
                 top1 += (mx.argmax(logits, axis=-1) == y).sum().item()
                 topk += hits.any(axis=-1).sum().item()
                 count += len(labels)
-        except ImageError as error:  # still join the sum below, so no process waits forever
+        except Exception as error:  # still join the sum below, so no process waits forever
             failure = error
         self._agree_on_failure(failure, "a validation image")
         loss_sum, top1, topk, count = sum_scalars([loss_sum, top1, topk, count], self.group)
@@ -406,18 +412,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``epochs`` (or ``max_steps``, or Ctrl-C); return a summary."""
         config, progress = self.config, self.progress
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            # Written at every start: a resumed run may have new epochs, max_steps, workers.
-            write_text_atomically(self.run_dir / CONFIG_FILE,
-                                  json.dumps(config.to_dict(), indent=2) + "\n")
-            for note in self.notes:
-                self._log(f"note: {note}")
-            self._log(
-                f"training on {len(self.train_samples)} images of {len(self.classes)} classes "
-                f"({self.steps_per_epoch} steps of {config.batch_size} per epoch, "
-                f"{self.world_size} process(es)), validating on {len(self.val_samples)}"
-            )
+        self._check_processes_agree()
+        self._on_main(self._start_run_directory)
         step = self._build_step()
         stopped = None
         restore = self._install_signal_handlers()
@@ -453,6 +449,82 @@ class Trainer:
             "last_metrics": self.metrics[-1] if self.metrics else None,
         }
 
+    def _start_run_directory(self) -> None:
+        """Write train_config.json (at every start: a resumed run may have new epochs,
+        max_steps, workers) and say what the run will do."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.run_dir / CONFIG_FILE,
+                              json.dumps(config.to_dict(), indent=2) + "\n")
+        for note in self.notes:
+            self._log(f"note: {note}")
+        self._log(
+            f"training on {len(self.train_samples)} images of {len(self.classes)} classes "
+            f"({self.steps_per_epoch} steps of {config.batch_size} per epoch, "
+            f"{self.world_size} process(es)), validating on {len(self.val_samples)}"
+        )
+
+    # --- several processes ------------------------------------------------------------------------
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Return, for each flag, whether any process raised it (one all-reduce for all)."""
+        if self.world_size == 1:
+            return [bool(flag) for flag in flags]
+        return [total > 0 for total in sum_scalars([float(f) for f in flags], self.group)]
+
+    def _on_main(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` on rank 0 only (writing files, logging); if it fails, every process
+        stops with it, instead of waiting forever in its next collective for rank 0."""
+        failure = None
+        if self.is_main:
+            try:
+                work()
+            except Exception as error:
+                failure = error
+        (failed,) = self._agree(failure is not None)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise InceptionError("stopped: the first process (rank 0) failed; its error says why")
+
+    def _agree_on_failure(self, failure: Exception | None, what: str) -> None:
+        """Raise ``failure``; where another process failed instead, raise an error saying so.
+
+        Called by every process at the same point, so that none goes on to a collective that
+        a failed process will never join.
+        """
+        image_failed, other_failed = self._agree(
+            isinstance(failure, ImageError),
+            failure is not None and not isinstance(failure, ImageError),
+        )
+        if failure is not None:
+            raise failure
+        if image_failed:
+            raise ImageError(f"another process could not read {what} (its own error names "
+                             "the file)")
+        if other_failed:
+            raise InceptionError("stopped: another process failed; its error says why")
+
+    def _check_processes_agree(self) -> None:
+        """Refuse to start unless every process sees the same images and, resumed, stands at
+        the same step; then give every process rank 0's weights, optimizer state and average."""
+        if self.world_size == 1:
+            return
+        progress, digest = self.progress, self._fingerprint()
+        values = [progress.epoch, progress.step_in_epoch, progress.step, self.steps_per_epoch,
+                  len(self.val_samples), *(int(digest[i:i + 4], 16) for i in range(0, 16, 4))]
+        if not same_everywhere(values, self.group):
+            raise ConfigError(
+                "the processes disagree about the run: each must see the same training and "
+                "validation images (the same folders on every machine) and, to resume, the "
+                "same checkpoint (copy RUN_DIR from rank 0 to the others)"
+            )
+        if progress.step > 0:  # resumed: one copy of the state, whatever each process read
+            self.model.update(broadcast_tree(self.model.parameters(), self.group))
+            self.optimizer.state = broadcast_tree(self.optimizer.state, self.group)
+            self.ema.update(broadcast_tree(dict(self.ema), self.group))
+            mx.eval(self._state())
+
     def request_stop(self) -> None:
         """Ask the loop to save a resumable checkpoint and return after the current step."""
         self._stop_requested = True
@@ -477,13 +549,14 @@ class Trainer:
 
         return restore
 
-    def _stop_reason(self) -> str | None:
+    def _after_step(self) -> tuple[str | None, bool]:
+        """Return why to stop now (or None) and whether a periodic checkpoint is due, the
+        same on every process (each must leave, and save, at the same step)."""
         if self.config.max_steps is not None and self.progress.step >= self.config.max_steps:
-            return "max_steps"
-        stop = self._stop_requested
-        if self.world_size > 1:  # every process must leave at the same step
-            stop = sum_scalars([float(stop)], self.group)[0] > 0
-        return "interrupted" if stop else None
+            return "max_steps", False
+        save_due = self.is_main and time.monotonic() - self._last_save > SAVE_INTERVAL_SECONDS
+        stop, save_due = self._agree(self._stop_requested, save_due)
+        return ("interrupted" if stop else None), save_due
 
     def _dropout_keys(self, step: int) -> mx.array:
         """Return a key per micro-batch of this process: from (seed, step, share of the batch),
@@ -504,21 +577,10 @@ class Trainer:
         """
         try:
             batch, failure = next(batches, None), None
-        except ImageError as error:
+        except Exception as error:  # an unreadable image, or anything else in the loader
             batch, failure = None, error
         self._agree_on_failure(failure, "an image of this batch")
         return batch
-
-    def _agree_on_failure(self, failure: ImageError | None, what: str) -> None:
-        """Raise ``failure``, or, where another process failed, an ImageError saying so."""
-        failed = failure is not None
-        if self.world_size > 1:
-            failed = sum_scalars([float(failed)], self.group)[0] > 0
-        if failure is not None:
-            raise failure
-        if failed:
-            raise ImageError(f"another process could not read {what} (its own error names "
-                             "the file)")
 
     def _run_epoch(self, step: Callable) -> str | None:
         """Run the current epoch from where it stands; return why it stopped early, or None.
@@ -576,10 +638,10 @@ class Trainer:
                     totals.timed_images += config.batch_size
                 account()
                 bar.update(progress.step_in_epoch, info=_bar_info(totals))
-                reason = self._stop_reason()
+                reason, save_due = self._after_step()
                 if reason is not None:
                     return reason
-                if time.monotonic() - self._last_save > SAVE_INTERVAL_SECONDS:
+                if save_due:
                     self._save(links=("last",))
         except ImageError as error:
             # Decoding fails between steps, so the state is consistent: keep it.
@@ -637,18 +699,22 @@ class Trainer:
         # The checkpoint (which holds every record) first: metrics.jsonl then never shows an
         # epoch without a checkpoint, and a resumed run rewrites it from the checkpoint.
         self._save(links=tuple(links))
-        if self.is_main:
-            write_metrics(self.run_dir / METRICS_FILE, self.metrics)
-            draw_curves(self.metrics, self.run_dir / CURVES_FILE)
-            self._log(_summary_line(record))
+        self._on_main(lambda: self._write_records(record))
+
+    def _write_records(self, record: dict[str, Any]) -> None:
+        write_metrics(self.run_dir / METRICS_FILE, self.metrics)
+        draw_curves(self.metrics, self.run_dir / CURVES_FILE)
+        self._log(_summary_line(record))
 
     # --- checkpoints --------------------------------------------------------------------------
 
     def _save(self, links: tuple[str, ...]) -> None:
-        """Write a checkpoint of the current state (rank 0 only)."""
+        """Write a checkpoint of the current state (rank 0 writes; every process calls this at
+        the same step, and all stop if the write fails)."""
         self._last_save = time.monotonic()
-        if not self.is_main:
-            return
+        self._on_main(lambda: self._write_checkpoint(links))
+
+    def _write_checkpoint(self, links: tuple[str, ...]) -> None:
         arrays = {f"model/{k}": v for k, v in model_weights(self.model).items()}
         arrays.update({f"optimizer/{k}": v for k, v in tree_flatten(self.optimizer.state)})
         arrays.update({f"ema/{k}": v for k, v in self.ema.items()})
@@ -743,8 +809,7 @@ class Trainer:
         if history is None:  # a checkpoint from before checkpoints kept the records
             history = read_metrics(self.run_dir / METRICS_FILE, self._warn)
         self.metrics = [m for m in history if m["epoch"] <= self.progress.epoch]
-        if self.is_main:
-            self._restore_metrics_file()
+        self._on_main(self._restore_metrics_file)
         mx.eval(self._state())
 
     def _restore_metrics_file(self) -> None:
