@@ -160,13 +160,38 @@ def test_shard_bounds_split_a_short_last_batch_as_evenly_as_possible():
     assert [shard_bounds(8, rank, 4) for rank in range(4)] == [(0, 2), (2, 4), (4, 6), (6, 8)]
 
 
-def test_held_out_split_takes_a_fraction_of_every_class_and_is_reproducible():
-    samples = fake_samples(60, classes=3)
+def test_held_out_split_takes_about_a_fraction_of_every_class_and_is_reproducible():
+    samples = fake_samples(3000, classes=3)
     train, val = split_samples(samples, 0.2, seed=0)
-    assert len(val) == 12 and len(train) == 48
-    assert sorted(label for _, label in val) == [0] * 4 + [1] * 4 + [2] * 4
-    assert not set(train) & set(val)
+    assert not set(train) & set(val) and len(train) + len(val) == 3000
+    for label in range(3):  # 1000 draws of p = 0.2: 200 +- 13 (one standard deviation)
+        assert 150 <= sum(1 for _, held in val if held == label) <= 250
     assert split_samples(samples, 0.2, seed=0) == (train, val)
+    assert split_samples(samples, 0.2, seed=1) != (train, val)
+
+
+def test_adding_or_removing_files_moves_no_other_image_between_the_splits():
+    samples = fake_samples(60, classes=3)
+    train, val = split_samples(samples, 0.1, seed=0)
+    for removed in (val[0], train[0]):  # "fix or remove the file, then --resume"
+        fewer = [s for s in samples if s != removed]
+        train_after, val_after = split_samples(fewer, 0.1, seed=0)
+        assert set(val_after) == set(val) - {removed}
+        assert set(train_after) == set(train) - {removed}
+    more = samples + fake_samples(90, classes=3)[60:]
+    train_after, val_after = split_samples(more, 0.1, seed=0)
+    assert set(val) <= set(val_after) and set(train) <= set(train_after)
+
+
+def test_every_class_of_two_or_more_keeps_an_image_on_each_side():
+    samples = fake_samples(6, classes=3)  # two images a class
+    for fraction in (0.01, 0.5, 0.99):
+        train, val = split_samples(samples, fraction, seed=0)
+        assert sorted(label for _, label in train) == [0, 1, 2]
+        assert sorted(label for _, label in val) == [0, 1, 2]
+    lone = [(Path("only.png"), 0), *fake_samples(6, classes=3)[1:]]
+    train, val = split_samples(lone[:1], 0.5, seed=0)
+    assert (train, val) == (lone[:1], [])  # one image: it trains
 
 
 # The loader's tests synchronise on what the workers have done, never on wall time: the CI

@@ -14,6 +14,8 @@ consumer asked for them and ``wait_seconds`` how long it was kept waiting for th
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from collections import deque
@@ -53,21 +55,37 @@ def shard_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]
 
 
 def split_samples(
-    samples: Sequence[Sample], fraction: float, seed: int
+    samples: Sequence[Sample], fraction: float, seed: int, root: str | os.PathLike = ""
 ) -> tuple[list[Sample], list[Sample]]:
-    """Return (train, held-out) with ``fraction`` of each class held out (at least one image
-    of every class that has two or more), chosen by ``seed``; both keep the original order."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    by_class: dict[int, list[int]] = {}
-    for index, (_, label) in enumerate(samples):
-        by_class.setdefault(label, []).append(index)
+    """Return (train, held-out): each image held out with probability ``fraction``, decided by
+    a hash of ``seed`` and its path within ``root``; both keep the original order.
+
+    Each image's fate depends on its own path only, so adding or removing files moves no other
+    image between training and validation (a resumed run after "fix or remove the file"
+    validates on no image it trained on). Every class of two or more images keeps at least one
+    on each side: the image with the lowest hash is held out if none was (the one exception to
+    the rule above: a class whose only held-out image is removed holds out its next), the one
+    with the highest trained on if all were; a class's only image trains.
+    """
+    def draw(path) -> float:
+        name = os.path.relpath(path, root) if root else str(path)
+        digest = hashlib.sha256(f"{seed}\0{Path(name).as_posix()}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2.0**64
+
+    by_class: dict[int, list[tuple[float, int]]] = {}
+    for index, (path, label) in enumerate(samples):
+        by_class.setdefault(label, []).append((draw(path), index))
     held_out: set[int] = set()
-    for label in sorted(by_class):
-        indices = by_class[label]
-        count = int(round(fraction * len(indices)))
-        if fraction > 0 and len(indices) >= 2:
-            count = min(max(count, 1), len(indices) - 1)
-        held_out.update(rng.choice(indices, size=count, replace=False).tolist())
+    for draws in by_class.values():
+        chosen = {index for value, index in draws if value < fraction}
+        if len(draws) < 2:
+            chosen = set()  # a class's only image trains
+        elif fraction > 0:
+            if not chosen:
+                chosen = {min(draws)[1]}
+            elif len(chosen) == len(draws):
+                chosen.discard(max(draws)[1])
+        held_out |= chosen
     train = [s for i, s in enumerate(samples) if i not in held_out]
     val = [s for i, s in enumerate(samples) if i in held_out]
     return train, val

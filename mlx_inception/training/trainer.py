@@ -244,7 +244,7 @@ class Trainer:
             self.val_samples = list(validation.samples)
         elif config.val_split > 0:
             self.train_samples, self.val_samples = split_samples(
-                self.train_samples, config.val_split, config.seed
+                self.train_samples, config.val_split, config.seed, root=config.data
             )
         per_process = config.batch_size // self.world_size
         self.micro_batch = per_process // config.micro_batches
