@@ -12,6 +12,10 @@ import mlx_inception  # noqa: F401  (loads the fast BLAS before anything imports
 from mlx_inception.inference.gradcam import DEFAULT_LAYER
 
 SCREENSHOT_TIMEOUT_S = 300
+# How long the process may stay (windowless) after the last window closed, for the worker to
+# finish the job it is in; a job inside MLX takes seconds, a download is stopped at its next
+# chunk. Past this, something hangs (a dead connection): exit without waiting.
+EXIT_GRACE_S = 60
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_path(args.image)
 
     if not args.screenshot:
-        return app.exec()
+        return _exit(window, app.exec())
 
     outcome = {"code": 1}
 
@@ -119,7 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Keep a reference: the timer must live until it fires.
     _timer = wait_until_settled(window, capture, SCREENSHOT_TIMEOUT_S * 1000, timed_out)  # noqa: F841
     app.exec()
-    return outcome["code"]
+    return _exit(window, outcome["code"])
+
+
+def _exit(window, code: int) -> int:
+    """Return ``code`` once the worker's threads have ended, or leave at once after the grace.
+
+    The window is gone, so waiting shows nothing. The threads must end before the interpreter
+    tears MLX down (a thread inside MLX then aborts the process); one that does not end within
+    ``EXIT_GRACE_S`` is left behind by ``os._exit``, which runs no teardown at all.
+    """
+    window.settings.sync()
+    window.worker.shutdown()
+    if window.worker.wait(EXIT_GRACE_S):
+        return code
+    print(f"warning: work still running {EXIT_GRACE_S} s after the window closed; "
+          "exiting without it", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings or QSettings("mlx-inception", "mlx-inception-app")
         self.session = ModelSession()  # used on the worker's compute thread only
-        self.worker = Worker(on_compute_exit=self.session.close, parent=self)
+        # No Qt parent: the worker outlives the window until its threads have ended.
+        self.worker = Worker(on_compute_exit=self.session.close)
         self.worker.finished.connect(self._finished)
         self.worker.failed.connect(self._failed)
         self.worker.done.connect(self._done)
@@ -746,6 +747,11 @@ class MainWindow(QMainWindow):
             self.columns.setSizes([width // 4, width - 2 * (width // 4), width // 4])
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        # The window goes at once and the settings are on disk; the worker is told to stop but
+        # not waited for. Its threads finish the job they are in (possibly seconds inside MLX)
+        # and end; they are not daemons, so the process outlives them and never dies inside
+        # MLX (see workers.py). main() bounds that wait.
+        self.settings.sync()
         self.worker.shutdown()
         super().closeEvent(event)
 

@@ -1,11 +1,20 @@
 """Work off the GUI thread: a queue per lane, one thread per lane, the latest request wins.
 
 MLX arrays belong to the thread that made them, so everything that touches the network runs on
-one long-lived "compute" thread; downloads and file exports run on an "io" thread so that a slow
-download never holds up looking at the current image. Each request has a kind ("analyse",
-"gradcam", "weights", ...) and a generation number; a queued request is skipped when a newer one
-of its kind exists, and the GUI ignores results of any but the newest. Results come back as Qt
-signals, delivered on the GUI thread.
+one long-lived "compute" thread. Weights downloads (and their conversion) run on a "download"
+thread and web images and file exports on an "io" thread, so that a slow download holds up
+neither looking at the current image nor opening another one from the web. Each request has a
+kind ("analyse", "gradcam", "weights", ...) and a generation number; a queued request is
+skipped when a newer one of its kind exists, and the GUI ignores results of any but the newest.
+A job that reports progress is stopped at its next report once it is no longer wanted. Results
+come back as Qt signals, delivered on the GUI thread.
+
+Closing never waits for a job. ``shutdown`` makes every request stale and returns at once; each
+lane finishes the job it is in and ends. The lanes are not daemon threads: the interpreter
+waits for them when the program ends, so a job never dies inside MLX at interpreter shutdown
+(MLX's C++ threads and streams are torn down then, and a thread still using them aborts the
+process: "terminate called without an active exception"). A lane also ends by itself once the
+main thread has ended, so a program that never shut its worker down still exits.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import inspect
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +36,13 @@ from mlx_inception.errors import InceptionError
 
 COMPUTE = "compute"
 IO = "io"
+DOWNLOAD = "download"
+# How often an idle lane looks whether the main thread has ended.
+_POLL_S = 0.2
+
+
+class Cancelled(Exception):
+    """Raised from a job's progress callback once its request is stale or the worker stopped."""
 
 
 @dataclass
@@ -47,24 +64,26 @@ def error_message(error: BaseException) -> str:
 
 
 class _Lane:
-    """One daemon thread running jobs from a queue in order."""
+    """One thread running jobs from a queue in order (not a daemon: see the module docstring)."""
 
     def __init__(self, name: str, run: Callable[[Job], None], on_exit: Callable[[], None]):
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._run = run
         self._on_exit = on_exit
-        # Daemon: a download stuck on a dead connection must never keep the app from quitting.
-        self.thread = threading.Thread(target=self._loop, name=f"mlx-inception-{name}",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"mlx-inception-{name}")
         self.thread.start()
 
     def put(self, job: Job | None) -> None:
         self._queue.put(job)
 
     def _loop(self) -> None:
+        main = threading.main_thread()
         try:
-            while True:
-                job = self._queue.get()
+            while main.is_alive():
+                try:
+                    job = self._queue.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
                 if job is None:
                     break
                 self._run(job)
@@ -76,12 +95,16 @@ class _Lane:
 
 
 class Worker(QObject):
-    """Runs jobs on the compute and io threads and reports back with signals.
+    """Runs jobs on the compute, download and io threads and reports back with signals.
 
     ``finished(kind, generation, result)``, ``failed(kind, generation, message)``,
     ``progress(kind, generation, fraction, text)`` (fraction < 0: unknown),
     ``busy_changed(busy, description)`` and ``done(kind, generation)`` after every job, stale
-    ones included (it arrives after that job's ``finished`` or ``failed``).
+    ones included (it arrives after that job's ``finished`` or ``failed``). After ``shutdown``
+    nothing is reported.
+
+    Give it no Qt parent: the lanes hold it, so it lives until the last job has ended even when
+    the window that made it is gone.
     """
 
     finished = Signal(str, int, object)
@@ -97,11 +120,12 @@ class Worker(QObject):
         self._latest: dict[str, int] = {}
         self._counter = 0
         self._pending = 0
+        self._stopped = False
         self._lanes = {
             COMPUTE: _Lane(COMPUTE, self._execute, on_compute_exit or (lambda: None)),
+            DOWNLOAD: _Lane(DOWNLOAD, self._execute, lambda: None),
             IO: _Lane(IO, self._execute, lambda: None),
         }
-        self._stopped = False
 
     # --- the GUI side -------------------------------------------------------------------------
 
@@ -109,7 +133,8 @@ class Worker(QObject):
                description: str = "", **kwargs: Any) -> int:
         """Queue ``function(*args, **kwargs)``; return its generation (newest of its kind).
 
-        A function with a ``progress`` parameter is given a callback ``progress(fraction, text)``.
+        A function with a ``progress`` parameter is given a callback ``progress(fraction, text)``;
+        it raises ``Cancelled`` once the request is stale, which stops the job there.
         """
         if self._stopped:
             raise RuntimeError("the worker has been shut down")
@@ -120,9 +145,7 @@ class Worker(QObject):
             self._pending += 1
             first = self._pending == 1
         if "progress" in _parameters(function):
-            kwargs["progress"] = lambda fraction, text="": self.progress.emit(
-                kind, generation, float(fraction), text
-            )
+            kwargs["progress"] = self._reporter(kind, generation)
         self._lanes[lane].put(Job(kind, generation, function, args, kwargs, description))
         if first:
             self.busy_changed.emit(True, description)
@@ -144,43 +167,65 @@ class Worker(QObject):
         with self._lock:
             return self._pending == 0
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop both threads after the job each is running; wait up to ``timeout`` seconds."""
+    def shutdown(self) -> None:
+        """Make every request stale and let each thread end after its job; never waits.
+
+        Jobs still queued are skipped, a job that reports progress stops at its next report,
+        and nothing more is reported. ``wait`` waits for the threads.
+        """
         if self._stopped:
             return
-        self._stopped = True
         with self._lock:
+            self._stopped = True
             for kind in list(self._latest):
                 self._counter += 1
                 self._latest[kind] = self._counter
         for lane in self._lanes.values():
             lane.put(None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for every thread to end; return True if they have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for lane in self._lanes.values():
-            lane.thread.join(timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            lane.thread.join(left)
+        return not any(lane.thread.is_alive() for lane in self._lanes.values())
 
     # --- the worker side ----------------------------------------------------------------------
+
+    def _reporter(self, kind: str, generation: int) -> Callable[..., None]:
+        def report(fraction: float, text: str = "") -> None:
+            if not self.is_current(kind, generation):
+                raise Cancelled(f"{kind} request {generation} is no longer wanted")
+            self.progress.emit(kind, generation, float(fraction), text)
+
+        return report
 
     def _execute(self, job: Job) -> None:
         try:
             if not self.is_current(job.kind, job.generation):
                 return  # a newer request of this kind is queued: skip the stale one
-            if job.description:
+            if job.description and not self._stopped:
                 self.busy_changed.emit(True, job.description)
             try:
                 result = job.function(*job.args, **job.kwargs)
             except Exception as error:  # every failure is shown in the window, none crashes it
-                if not isinstance(error, InceptionError | ValueError):
+                if self._stopped:
+                    return
+                if not isinstance(error, InceptionError | ValueError | Cancelled):
                     traceback.print_exc(file=sys.stderr)
                 self.failed.emit(job.kind, job.generation, error_message(error))
             else:
-                self.finished.emit(job.kind, job.generation, result)
+                if not self._stopped:
+                    self.finished.emit(job.kind, job.generation, result)
         finally:
             with self._lock:
                 self._pending -= 1
                 idle = self._pending == 0
-            self.done.emit(job.kind, job.generation)
-            if idle:
-                self.busy_changed.emit(False, "")
+            if not self._stopped:
+                self.done.emit(job.kind, job.generation)
+                if idle:
+                    self.busy_changed.emit(False, "")
 
 
 def _parameters(function: Callable[..., Any]) -> set[str]:

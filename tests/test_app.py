@@ -750,6 +750,92 @@ def test_qt_calls_never_use_up_the_references_of_none_and_true(qtbot):
         assert before[1] - sys.getrefcount(True) < 100
 
 
+def test_closing_the_window_while_the_network_works_returns_at_once(qtbot, tmp_path, window,
+                                                                    small_weights):
+    import mlx.core as mx
+
+    started, release = threading.Event(), threading.Event()
+    results, reported = [], []
+
+    def network_work():
+        started.set()
+        release.wait(30)
+        value = mx.sum(mx.ones((64, 64)) @ mx.ones((64, 64))).item()
+        results.append(value)
+        return value
+
+    window.worker.finished.connect(lambda *result: reported.append(result))
+    window._submit("analyse", network_work, description="working")
+    assert started.wait(10)
+    start = time.monotonic()
+    window.close()
+    assert time.monotonic() - start < 1.0  # not waiting for the job
+    assert not window.isVisible()
+    saved = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    assert Path(saved.value("weights/last")).samefile(small_weights)
+    release.set()
+    assert window.worker.wait(10)  # the job finished, then its thread ended
+    assert results == [64.0 ** 3]
+    assert reported == []  # nothing is reported to a closed window
+
+
+EXIT_SCRIPT = """
+import sys, time
+from pathlib import Path
+import mlx_inception
+import mlx.core as mx
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+from mlx_inception_app.window import MainWindow
+
+weights, folder = sys.argv[1], Path(sys.argv[2])
+app = QApplication([])
+
+def network_work(name, seconds):
+    a, end = mx.random.normal((256, 256)), time.monotonic() + seconds
+    while time.monotonic() < end:
+        a = mx.tanh(a @ a)
+        mx.eval(a)
+    (folder / name).write_text("finished")
+
+def window(name):
+    settings = QSettings(str(folder / (name + ".ini")), QSettings.Format.IniFormat)
+    w = MainWindow(weights=weights, settings=settings)
+    w.show()
+    while not (w.is_settled() and w.info is not None):
+        app.processEvents()
+        time.sleep(0.01)
+    return w
+
+closed, left_open = window("closed"), window("open")
+closed._submit("analyse", network_work, "closed.done", 1.5)
+time.sleep(0.3)
+start = time.monotonic()
+closed.close()
+print(f"close took {time.monotonic() - start:.3f} s")
+left_open._submit("analyse", network_work, "open.done", 1.5)
+time.sleep(0.3)
+print("the script ends while MLX works", flush=True)
+"""
+
+
+def test_the_process_exits_cleanly_when_it_ends_while_the_network_works(tmp_path,
+                                                                        small_weights):
+    # One window closed while MLX works, one left open with MLX working as the script ends:
+    # both jobs finish, and only then the process exits, with 0 (never "terminate called").
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, str(script), str(small_weights), str(tmp_path)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "terminate" not in done.stderr
+    seconds = float(done.stdout.split("close took ")[1].split()[0])
+    assert seconds < 0.5  # the job had 1.2 s to go
+    assert (tmp_path / "closed.done").read_text() == "finished"
+    assert (tmp_path / "open.done").read_text() == "finished"
+
+
 # -------------------------------------------------------------------------------- command line
 
 
