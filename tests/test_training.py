@@ -520,6 +520,25 @@ def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_
     checkpoints.load_checkpoint(run / "last")  # still complete
 
 
+def test_an_inf_gradient_stops_the_run_before_its_weights_are_saved(straight_run, tmp_path,
+                                                                    monkeypatch):
+    # The step's loss is computed before its update: only the gradient norm shows that the
+    # update just made the weights inf or NaN. Injected here, as no tiny run diverges on cue.
+    run = clone_run(straight_run, tmp_path / "copy")
+    before = (run / "last").resolve()
+    build = Trainer._build_step
+
+    def diverging(self):
+        step = build(self)
+        return lambda *args: (*step(*args)[:2], mx.array(float("inf")))
+
+    monkeypatch.setattr(Trainer, "_build_step", diverging)
+    trainer = Trainer.resume(run, {"epochs": 3}, show_progress=False)
+    with pytest.raises(ConfigError, match=r"the gradient norm became inf at step 5; lower --lr"):
+        trainer.fit()
+    assert (run / "last").resolve() == before
+
+
 def test_saving_deletes_only_old_checkpoints_never_other_folders(straight_run, tmp_path):
     run = clone_run(straight_run, tmp_path / "copy")
     mine = run / "checkpoints" / "my_resnet_weights"  # --out pointed at a folder in use

@@ -72,7 +72,7 @@ from .network import (
     is_statistic,
     set_training_mode,
 )
-from .optim import TFRMSProp, clip_by_global_norm, constant, staircase_decay
+from .optim import TFRMSProp, clip_by_global_norm, constant, global_norm, staircase_decay
 from .recipe import ConfigError, TrainConfig, absolute_paths, check
 
 CONFIG_FILE = "train_config.json"
@@ -352,9 +352,10 @@ class Trainer:
                 if is_decayed(key):
                     flat_grads[key] = gradient + config.weight_decay * masters[key]
         grads = tree_unflatten(list(flat_grads.items()))
-        norm = mx.array(0.0)
         if config.clip_norm > 0:
             grads, norm = clip_by_global_norm(grads, config.clip_norm)
+        else:  # still measured: an inf or NaN gradient must stop the run before any save
+            norm = global_norm(grads)
         updates = self.optimizer.apply_gradients(grads, tree_unflatten(
             [(k, masters[k]) for k in flat_grads]
         ))
@@ -613,21 +614,22 @@ class Trainer:
                 shape = (config.micro_batches, self.micro_batch) + images.shape[1:]
                 first_call = self.compile_seconds is None
                 began = time.perf_counter()
-                loss, correct, _ = step(
+                loss, correct, norm = step(
                     mx.array(images).reshape(shape), mx.array(labels).reshape(shape[:2]),
                     self._dropout_keys(progress.step),
                 )
-                mx.eval(loss, correct, state)
+                mx.eval(loss, correct, norm, state)
                 if first_call:
                     # The first call traces and compiles: keep it out of the throughput.
                     self.compile_seconds = time.perf_counter() - began
                     mark[0] += self.compile_seconds
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise ConfigError(
-                        f"the loss became {loss_value} at step {progress.step + 1}; lower "
-                        f"--lr (now {config.learning_rate:g}) and start again"
-                    )
+                for name, value in (("loss", loss_value), ("gradient norm", norm.item())):
+                    if not math.isfinite(value):  # raised before this step's weights are saved
+                        raise ConfigError(
+                            f"the {name} became {value} at step {progress.step + 1}; lower "
+                            f"--lr (now {config.learning_rate:g}) and start again"
+                        )
                 progress.step += 1
                 progress.step_in_epoch += 1
                 totals.loss += loss_value
