@@ -230,8 +230,7 @@ class ModelSession:
             model = mlx_inception.load(source)
             description = describe_weights(model, str(source))
             pretrained = True
-        self._use(model)
-        self.info = WeightsInfo(
+        info = WeightsInfo(
             source=str(source),
             description=description,
             pretrained=pretrained,
@@ -240,7 +239,11 @@ class ModelSession:
             layers=spatial_layers(model),
             labels=load_labels(model.config),
         )
-        return self.info
+        # Switched only once nothing can fail: a load that raises leaves the network as it was,
+        # which is what the window goes on showing.
+        self._use(model)
+        self.info = info
+        return info
 
     def load_first(self, sources: list[str]) -> WeightsInfo:
         """Load the first of ``sources`` that loads, else a randomly initialised network.

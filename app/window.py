@@ -1,8 +1,11 @@
 """The main window: open an image any way a user has one, see what every branch makes of it.
 
-Every request goes to ``workers.Worker`` (network work on its compute thread, downloads and
-exports on its io thread); the window only draws the numpy results that come back, and only
-those of the newest request of each kind.
+Every request goes to ``workers.Worker`` (network work on its compute thread, weights downloads
+on their own thread, web images and exports on an io thread); the window only draws the numpy
+results that come back, and only those of the newest request of each kind. Requests of
+different kinds that answer the same question cancel each other: opening a file drops a web
+image still downloading, choosing local weights drops a weights download, and each result is
+drawn with the source it was asked for, never with what was asked for later.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from .session import (
     is_local_source,
 )
 from .widgets import qimage_to_rgb
-from .workers import IO, Worker
+from .workers import DOWNLOAD, IO, Worker
 
 MAX_RECENT = 10
 # Images fetched from a browser drop larger than this are refused (a page, not a picture).
@@ -105,6 +108,13 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(entries, key=natural_key)
 
 
+def url_name(url: str) -> str:
+    """Return a short name for an image's web address: its file name, or what it is."""
+    if url.startswith("data:"):
+        return "dropped image"
+    return Path(urllib.parse.urlparse(url).path).name or "image from the web"
+
+
 def fetch_url(url: str, timeout: float = 20.0) -> bytes:
     """Return the bytes at an http(s) or data: URL (an image dragged from a web page)."""
     if url.startswith("data:"):
@@ -148,6 +158,9 @@ class MainWindow(QMainWindow):
         self.worker.busy_changed.connect(self._busy)
         self._outstanding = 0
         self._request = 0
+        # What each request in flight was for (its source), by generation: a result is drawn
+        # and named with its own, never with what the window asked for since.
+        self._contexts: dict[int, Any] = {}
 
         self.info: WeightsInfo | None = None
         self.analysis: Analysis | None = None
@@ -156,10 +169,9 @@ class MainWindow(QMainWindow):
         self.gradcam_layer = DEFAULT_LAYER
         self.initial_module = module or DEFAULT_LAYER
         self.last_error: str | None = None
-        self._source: Any = None  # what the shown (or loading) image came from
+        self._source: Any = None  # the image last asked for (shown, loading or failed)
         self._source_name: str | None = None
-        self._weights_source: str | None = None
-        self._pending_url_name = "image from the web"
+        self._weights_source: str | None = None  # the weights last asked for (the dialog's)
 
         self.setWindowTitle("mlx-inception")
         self.setAcceptDrops(True)
@@ -309,10 +321,13 @@ class MainWindow(QMainWindow):
     # --- requests -----------------------------------------------------------------------------
 
     def _submit(self, kind: str, function, *args, lane: str = "compute",
-                description: str = "", **kwargs) -> int:
+                description: str = "", context: Any = None, **kwargs) -> int:
+        """Queue a job; ``context`` (what it is for) comes back with its result or failure."""
         self._outstanding += 1
-        return self.worker.submit(kind, function, *args, lane=lane, description=description,
-                                  **kwargs)
+        generation = self.worker.submit(kind, function, *args, lane=lane,
+                                        description=description, **kwargs)
+        self._contexts[generation] = context
+        return generation
 
     def is_settled(self) -> bool:
         """Return True when every request has come back and been drawn."""
@@ -347,12 +362,16 @@ class MainWindow(QMainWindow):
         self._weights_source = source
         self.banner.setText(f"Loading weights: {source}…")
         if source == RANDOM_WEIGHTS or is_local_source(source):
+            # The newest choice wins: a download still running is stopped and its result
+            # dropped (it would otherwise replace these weights when it finishes).
+            self.worker.cancel("download")
             self._submit("weights", self.session.load_weights,
                          None if source == RANDOM_WEIGHTS else source,
-                         description=f"loading {source}")
+                         description=f"loading {source}", context=source)
         else:
-            self._submit("download", download_weights, source, lane=IO,
-                         description=f"downloading {source}")
+            self.worker.cancel("weights")  # loads asked for earlier and not yet started
+            self._submit("download", download_weights, source, lane=DOWNLOAD,
+                         description=f"downloading {source}", context=source)
 
     def open_path(self, path: str | os.PathLike) -> None:
         """Open an image file (the path every file drop, dialog and recent entry takes)."""
@@ -363,21 +382,23 @@ class MainWindow(QMainWindow):
                 self.show_error(f"{path} holds no image files")
                 return
             path = images[0]
+        self.worker.cancel("fetch")  # a web image still downloading was asked for earlier
         self._open(str(path), path.name)
 
     def open_bytes(self, data: bytes, name: str) -> None:
+        """Open the bytes of an image file."""
+        self.worker.cancel("fetch")
         self._open(data, name)
 
     def open_array(self, rgb: np.ndarray, name: str) -> None:
+        """Open uint8 RGB (H, W, 3) pixels."""
+        self.worker.cancel("fetch")
         self._open(rgb, name)
 
     def open_url(self, url: str) -> None:
         """Open an image from a web address (dragged from a browser); fetched off the GUI."""
-        name = Path(urllib.parse.urlparse(url).path).name or "image from the web"
-        if url.startswith("data:"):
-            name = "dropped image"
-        self._submit("fetch", fetch_url, url, lane=IO, description=f"downloading {name}")
-        self._pending_url_name = name
+        self._submit("fetch", fetch_url, url, lane=IO,
+                     description=f"downloading {url_name(url)}", context=url)
 
     def _open(self, source: Any, name: str) -> None:
         self._source, self._source_name = source, name
@@ -386,7 +407,7 @@ class MainWindow(QMainWindow):
         self._request += 1
         self.worker.cancel("gradcam")  # its image is about to be replaced
         self._submit("analyse", self.session.analyse, self._request, source, name,
-                     description=f"classifying {name}")
+                     description=f"classifying {name}", context=(source, name))
 
     def set_target_class(self, index: int) -> None:
         """Make ``index`` the class Grad-CAM explains."""
@@ -418,18 +439,24 @@ class MainWindow(QMainWindow):
     # --- results ------------------------------------------------------------------------------
 
     def _done(self, kind: str, generation: int) -> None:
+        self._contexts.pop(generation, None)
         self._outstanding = max(0, self._outstanding - 1)
 
     def _finished(self, kind: str, generation: int, result: Any) -> None:
+        context = self._contexts.get(generation)
+        if kind == "weights":
+            # Drawn even when a newer choice made it stale: the compute thread has switched to
+            # these weights, and the window must describe the network it runs. The newer
+            # choice replaces them when it arrives (a cancelled download never does).
+            self._weights_loaded(result, context)
+            return
         if not self.worker.is_current(kind, generation):
             return
-        if kind == "weights":
-            self._weights_loaded(result)
-        elif kind == "download":
+        if kind == "download":
             self._submit("weights", self.session.load_weights, result,
-                         description="loading downloaded weights")
+                         description=f"loading {context}", context=context)
         elif kind == "fetch":
-            self.open_bytes(result, self._pending_url_name)
+            self._open(result, url_name(context))
         elif kind == "analyse":
             self._analysed(result)
         elif kind == "gradcam":
@@ -443,6 +470,7 @@ class MainWindow(QMainWindow):
     def _failed(self, kind: str, generation: int, message: str) -> None:
         if not self.worker.is_current(kind, generation):
             return
+        context = self._contexts.get(generation)
         if kind == "gradcam":
             self.gradcam_panel.set_pending(f"Grad-CAM failed: {message}")
             return
@@ -453,8 +481,12 @@ class MainWindow(QMainWindow):
                 self._submit("weights", self.session.load_weights, None,
                              description="loading a randomly initialised network")
             return
-        if kind in ("analyse", "fetch"):
-            self.show_error(f"Could not open {self._source_name or 'the image'}: {message}")
+        if kind == "fetch":
+            self.show_error(f"Could not open {url_name(context)}: {message}")
+            return
+        if kind == "analyse":
+            source, name = context
+            self.show_error(f"Could not open {name}: {message}")
             return
         self.show_error(message)
 
@@ -505,11 +537,12 @@ class MainWindow(QMainWindow):
         self.banner.style().unpolish(self.banner)
         self.banner.style().polish(self.banner)
 
-    def _weights_loaded(self, info: WeightsInfo) -> None:
+    def _weights_loaded(self, info: WeightsInfo, source: str | None) -> None:
+        """Show ``info``, loaded for ``source`` (what the user chose; None: the startup's)."""
         self.info = info
         self.worker.cancel("gradcam")  # a Grad-CAM of the previous network's analysis
-        if info.pretrained:
-            self.settings.setValue("weights/last", self._weights_source or info.source)
+        if info.pretrained and source is not None:
+            self.settings.setValue("weights/last", source)
         self._show_weights(info)
         if info.notes:
             self.show_error("Weights not used: " + "; ".join(info.notes))

@@ -25,6 +25,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
+import mlx_inception_app.window as window_module  # noqa: E402
 from mlx_inception_app.widgets import to_qimage  # noqa: E402
 from mlx_inception_app.window import MainWindow  # noqa: E402
 from mlx_inception_app.workers import Worker  # noqa: E402
@@ -229,6 +230,25 @@ def test_an_image_pasted_from_the_clipboard_is_classified(qtbot, window, photos)
     settle(qtbot, window)
     assert window.analysis.name == "pasted image"
     assert window.analysis.original_size == (512, 512)
+
+
+def test_a_web_image_that_arrives_after_a_file_was_opened_is_not_shown(qtbot, window, photos,
+                                                                       monkeypatch):
+    release = threading.Event()
+    coffee = photos["coffee"].read_bytes()
+
+    def slow_fetch(url, timeout=20.0):
+        release.wait(30)
+        return coffee
+
+    monkeypatch.setattr(window_module, "fetch_url", slow_fetch)
+    window.open_url("https://example.com/coffee.jpg")
+    window.open_path(photos["chelsea"])  # asked for after the web image
+    qtbot.waitUntil(lambda: window.analysis is not None
+                    and window.analysis.name == "chelsea.jpg", timeout=WAIT_MS)
+    release.set()
+    settle(qtbot, window)
+    assert window.analysis.name == "chelsea.jpg"
 
 
 def test_dropping_something_that_is_no_image_says_so(qtbot, window):
@@ -655,6 +675,101 @@ def test_the_weights_dialog_returns_the_chosen_source(qtbot):
     use.click()
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.source() == "timm/inception_v3.gluon_in1k"
+
+
+@pytest.fixture
+def downloaded(tmp_path, small_weights) -> Path:
+    """Another name for the small weights: what a faked download hands back."""
+    link = tmp_path / "downloaded"
+    link.symlink_to(small_weights, target_is_directory=True)
+    return link
+
+
+def test_weights_chosen_during_a_download_stay_when_it_finishes(qtbot, tmp_path, window,
+                                                                small_weights, downloaded,
+                                                                monkeypatch):
+    release = threading.Event()
+
+    def slow_download(source):  # no progress callback: it cannot be stopped, only ignored
+        release.wait(30)
+        return str(downloaded)
+
+    monkeypatch.setattr(window_module, "download_weights", slow_download)
+    chosen = tmp_path / "chosen"
+    chosen.symlink_to(small_weights, target_is_directory=True)
+    window.load_weights("inception_v3.tv_in1k")
+    window.load_weights(str(chosen))  # chosen after the download began
+    qtbot.waitUntil(lambda: window.info.source == str(chosen), timeout=WAIT_MS)
+    release.set()
+    settle(qtbot, window)
+    assert window.info.source == str(chosen)
+    assert window.settings.value("weights/last") == str(chosen)
+
+
+def test_choosing_local_weights_stops_a_download_in_progress(qtbot, window, small_weights,
+                                                             downloaded, monkeypatch):
+    stopped = threading.Event()
+
+    def endless_download(source, progress):
+        try:
+            for _ in range(3000):  # 30 s of chunks unless stopped
+                progress(-1.0, "downloading")
+                time.sleep(0.01)
+        except Exception:
+            stopped.set()
+            raise
+        return str(downloaded)
+
+    monkeypatch.setattr(window_module, "download_weights", endless_download)
+    reports = []
+    window.worker.progress.connect(lambda *report: reports.append(report))
+    window.load_weights("inception_v3.tv_in1k")
+    qtbot.waitUntil(lambda: bool(reports), timeout=WAIT_MS)  # it runs
+    window.load_weights(str(small_weights))
+    assert stopped.wait(10)
+    settle(qtbot, window)
+    assert window.info.source == str(small_weights)
+    assert window.settings.value("weights/last") == str(small_weights)
+
+
+def test_starting_a_download_skips_weights_loads_not_yet_started(qtbot, tmp_path, window,
+                                                                 small_weights, downloaded,
+                                                                 monkeypatch):
+    busy, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(window_module, "download_weights",
+                        lambda source: (release.wait(30), str(downloaded))[1])
+    loads = []
+    load = window.session.load_weights
+    monkeypatch.setattr(window.session, "load_weights",
+                        lambda source: (loads.append(str(source)), load(source))[1])
+    window._submit("slow", busy.wait, 30)  # the compute thread is busy
+    window.load_weights(str(small_weights))  # waits behind it
+    window.load_weights("inception_v3.tv_in1k")  # asked for after it
+    busy.set()
+    qtbot.waitUntil(lambda: window._outstanding == 1, timeout=WAIT_MS)  # only the download
+    release.set()
+    settle(qtbot, window)
+    assert loads == [str(downloaded)]
+    assert window.info.source == str(downloaded)
+
+
+def test_a_download_holds_up_neither_web_images_nor_exports(qtbot, tmp_path, chelsea_window,
+                                                            photos, small_weights, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(window_module, "download_weights",
+                        lambda source: (release.wait(30), str(small_weights))[1])
+    coffee = photos["coffee"].read_bytes()
+    monkeypatch.setattr(window_module, "fetch_url", lambda url, timeout=20.0: coffee)
+    try:
+        chelsea_window.load_weights("inception_v3.tv_in1k")
+        chelsea_window.export_activations(tmp_path / "all.npz")
+        chelsea_window.open_url("https://example.com/coffee.jpg")
+        # Seconds of work; the download waits 30 s.
+        qtbot.waitUntil(lambda: chelsea_window.analysis.name == "coffee.jpg"
+                        and (tmp_path / "all.npz").exists(), timeout=20_000)
+    finally:
+        release.set()
+    settle(qtbot, chelsea_window)
 
 
 # ------------------------------------------------------------------------------------- worker
