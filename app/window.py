@@ -359,9 +359,12 @@ class MainWindow(QMainWindow):
 
     def load_weights(self, source: str) -> None:
         """Load weights from a registry name, repo id, folder, checkpoint or "random"."""
+        local = source != RANDOM_WEIGHTS and is_local_source(source)
+        if local:  # remembered as an absolute path: the next start may run elsewhere
+            source = os.path.abspath(os.path.expanduser(source))
         self._weights_source = source
         self.banner.setText(f"Loading weights: {source}…")
-        if source == RANDOM_WEIGHTS or is_local_source(source):
+        if source == RANDOM_WEIGHTS or local:
             # The newest choice wins: a download still running is stopped and its result
             # dropped (it would otherwise replace these weights when it finishes).
             self.worker.cancel("download")
@@ -375,7 +378,8 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: str | os.PathLike) -> None:
         """Open an image file (the path every file drop, dialog and recent entry takes)."""
-        path = Path(os.path.expanduser(os.fspath(path)))
+        # Absolute: recent files must still open from another working directory.
+        path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
         if path.is_dir():  # a dropped folder: its first image, then PgDn through the rest
             images = folder_images(path)
             if not images:
@@ -487,6 +491,8 @@ class MainWindow(QMainWindow):
         if kind == "analyse":
             source, name = context
             self.show_error(f"Could not open {name}: {message}")
+            if isinstance(source, str) and not os.path.exists(source):
+                self._forget(source)  # a recent file that has gone: no longer offered
             return
         self.show_error(message)
 
@@ -662,9 +668,12 @@ class MainWindow(QMainWindow):
         self.open_mime(QApplication.clipboard().mimeData(), "pasted")
 
     def _neighbour(self, step: int) -> None:
-        current = self.analysis.path if self.analysis and self.analysis.path else None
-        if current is None and isinstance(self._source, str):
+        # From the image last asked for, not the last shown: an unreadable file is stepped
+        # over instead of being tried again at every key press.
+        if isinstance(self._source, str):
             current = self._source
+        else:
+            current = self.analysis.path if self.analysis and self.analysis.path else None
         if current is None:
             self.status_text.setText("Open an image file to move through its folder")
             return
@@ -698,6 +707,12 @@ class MainWindow(QMainWindow):
         recent = [p for p in self.recent_files() if p != path]
         self.settings.setValue("recent/files", [path] + recent[: MAX_RECENT - 1])
         self._rebuild_recent()
+
+    def _forget(self, path: str) -> None:
+        recent = self.recent_files()
+        if path in recent:
+            self.settings.setValue("recent/files", [p for p in recent if p != path])
+            self._rebuild_recent()
 
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()

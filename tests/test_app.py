@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -274,6 +275,52 @@ def test_page_down_and_page_up_move_through_the_folder_in_natural_order(qtbot, t
         qtbot.keyClick(window, key)
         settle(qtbot, window)
         assert window.analysis.name == expected
+
+
+def test_page_down_steps_over_an_unreadable_image(qtbot, tmp_path, window, photos):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    Image.open(photos["chelsea"]).save(folder / "img1.jpg")
+    (folder / "img2.jpg").write_bytes(b"not a JPEG")
+    Image.open(photos["coffee"]).save(folder / "img3.jpg")
+    window.open_path(folder / "img1.jpg")
+    settle(qtbot, window)
+    qtbot.keyClick(window, Qt.Key.Key_PageDown)
+    settle(qtbot, window)
+    assert "img2.jpg" in window.error_label.text()
+    assert window.analysis.name == "img1.jpg"  # the last good image stays
+    qtbot.keyClick(window, Qt.Key.Key_PageDown)  # from img2, the one asked for last
+    settle(qtbot, window)
+    assert window.analysis.name == "img3.jpg"
+
+
+def test_relative_paths_are_remembered_as_absolute(qtbot, window, photos, small_weights,
+                                                   monkeypatch):
+    monkeypatch.chdir(photos["chelsea"].parent)
+    window.open_path("chelsea.jpg")
+    settle(qtbot, window)
+    monkeypatch.chdir(small_weights.parent)
+    window.load_weights(small_weights.name)
+    settle(qtbot, window)
+    monkeypatch.chdir("/")  # where the next start may run from
+    recent = window.recent_files()[0]
+    assert os.path.isabs(recent) and Path(recent).samefile(photos["chelsea"])
+    last = window.settings.value("weights/last")
+    assert os.path.isabs(last) and Path(last).samefile(small_weights)
+
+
+def test_a_recent_file_that_has_gone_is_dropped_from_the_menu(qtbot, tmp_path, window, photos):
+    gone = tmp_path / "gone.jpg"
+    shutil.copy(photos["chelsea"], gone)
+    for path in (gone, photos["coffee"]):
+        window.open_path(path)
+        settle(qtbot, window)
+    gone.unlink()
+    next(a for a in window.recent_menu.actions() if a.text() == str(gone)).trigger()
+    settle(qtbot, window)
+    assert "gone.jpg" in window.error_label.text()
+    assert window.recent_files() == [str(photos["coffee"])]
+    assert [a.text() for a in window.recent_menu.actions()] == [str(photos["coffee"])]
 
 
 def test_opened_files_are_remembered_newest_first_across_windows(qtbot, tmp_path, window, photos,
