@@ -59,6 +59,11 @@ MAX_RECENT = 10
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 IMAGE_FILTER = "Images ({});;All files (*)".format(" ".join(f"*{e}" for e in IMAGE_EXTENSIONS))
 _IMG_SRC = re.compile(r"""<img[^>]+src\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
+# Where a dragged HTML fragment came from: a <base href>, or the "SourceURL:" line of the
+# clipboard's HTML format on Windows. Relative image addresses are resolved against it.
+_BASE_HREF = re.compile(r"""<base[^>]+href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
+_SOURCE_URL = re.compile(r"^SourceURL:(\S+)", re.MULTILINE)
+WEB_SCHEMES = ("http", "https", "data")
 
 STYLE = """
 QMainWindow, QWidget { background: #1e1f22; color: #e6e6e6; font-size: 13px; }
@@ -108,6 +113,28 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(entries, key=natural_key)
 
 
+def html_image_url(html: str) -> tuple[str | None, str | None]:
+    """Return (the address of the first image in ``html`` that can be fetched, a skipped one).
+
+    A relative ``src`` is resolved against the page's address when the fragment names it
+    (``<base href>`` or a ``SourceURL:`` header) and skipped otherwise: a dragged fragment
+    alone does not say which server it came from.
+    """
+    found = _BASE_HREF.search(html) or _SOURCE_URL.search(html)
+    base = found.group(1) if found else None
+    if base and urllib.parse.urlparse(base).scheme not in ("http", "https"):
+        base = None
+    skipped = None
+    for match in _IMG_SRC.finditer(html):
+        src = match.group(1).strip()
+        if urllib.parse.urlparse(src).scheme in WEB_SCHEMES:
+            return src, skipped
+        if base:
+            return urllib.parse.urljoin(base, src), skipped
+        skipped = skipped or src
+    return None, skipped
+
+
 def url_name(url: str) -> str:
     """Return a short name for an image's web address: its file name, or what it is."""
     if url.startswith("data:"):
@@ -117,6 +144,8 @@ def url_name(url: str) -> str:
 
 def fetch_url(url: str, timeout: float = 20.0) -> bytes:
     """Return the bytes at an http(s) or data: URL (an image dragged from a web page)."""
+    if urllib.parse.urlparse(url).scheme not in WEB_SCHEMES:
+        raise ImageError(f"{url}: not a web address (http, https or data)")
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         try:
@@ -486,7 +515,10 @@ class MainWindow(QMainWindow):
                              description="loading a randomly initialised network")
             return
         if kind == "fetch":
-            self.show_error(f"Could not open {url_name(context)}: {message}")
+            # fetch_url's messages begin with the address; others get it put in front.
+            named = message if message.startswith(str(context)) else (
+                f"{_short(context)}: {message}")
+            self.show_error(f"Could not open {named}")
             return
         if kind == "analyse":
             source, name = context
@@ -634,13 +666,14 @@ class MainWindow(QMainWindow):
                 self.open_array(qimage_to_rgb(image), f"{origin} image")
                 return True
         for url in urls:
-            if url.scheme() in ("http", "https", "data"):
+            if url.scheme() in WEB_SCHEMES:
                 self.open_url(url.toString())
                 return True
+        skipped = None
         if mime.hasHtml():
-            found = _IMG_SRC.search(mime.html())
-            if found:
-                self.open_url(found.group(1))
+            address, skipped = html_image_url(mime.html())
+            if address:
+                self.open_url(address)
                 return True
         if mime.hasText():
             text = mime.text().strip()
@@ -651,6 +684,11 @@ class MainWindow(QMainWindow):
             if local and len(local) < 4096 and Path(os.path.expanduser(local)).is_file():
                 self.open_path(local)
                 return True
+        if skipped:
+            self.show_error(f"Cannot open {_short(skipped)}: the {origin} HTML gives the image's "
+                            "address relative to a page it does not name; drag the image itself "
+                            "or copy its full address")
+            return False
         self.show_error(f"Nothing to open in what was {origin}: use an image file, image data "
                         "or an image's web address")
         return False
@@ -802,6 +840,15 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self.worker.shutdown()
         super().closeEvent(event)
+
+
+def _short(text: str | None, limit: int = 120) -> str:
+    """Return ``text`` cut to ``limit`` characters (a data: URL can be megabytes)."""
+    if text is None:
+        return "the image"
+    if text.startswith("data:"):
+        return "the dropped image"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def wait_until_settled(window: MainWindow, callback, timeout_ms: int, on_timeout) -> QTimer:

@@ -233,6 +233,43 @@ def test_an_image_pasted_from_the_clipboard_is_classified(qtbot, window, photos)
     assert window.analysis.original_size == (512, 512)
 
 
+def test_a_relative_image_address_in_dropped_html_is_resolved_against_its_page(
+    qtbot, window, web_server
+):
+    mime = QMimeData()
+    mime.setHtml(f'<base href="{web_server}/gallery/page.html"><img src="../coffee.jpg">')
+    drop(window, mime)
+    settle(qtbot, window)
+    assert window.last_error is None
+    assert window.analysis.name == "coffee.jpg"
+
+
+def test_a_relative_image_address_without_its_page_is_not_fetched_and_is_named(
+    qtbot, chelsea_window, monkeypatch
+):
+    fetched = []
+    monkeypatch.setattr(window_module, "fetch_url",
+                        lambda url, timeout=20.0: fetched.append(url) or b"")
+    mime = QMimeData()
+    mime.setHtml('<p><img src="/static/cat.jpg" alt="cat"></p>')
+    drop(chelsea_window, mime)
+    settle(qtbot, chelsea_window)
+    assert fetched == []
+    message = chelsea_window.error_label.text()
+    assert "/static/cat.jpg" in message and "chelsea" not in message
+    assert chelsea_window.analysis.name == "chelsea.jpg"
+
+
+def test_a_web_image_that_cannot_be_downloaded_is_named_by_its_address(qtbot, chelsea_window,
+                                                                       web_server):
+    url = f"{web_server}/missing.jpg"
+    chelsea_window.open_url(url)
+    settle(qtbot, chelsea_window)
+    message = chelsea_window.error_label.text()
+    assert url in message and "chelsea" not in message  # not the image shown before
+    assert chelsea_window.analysis.name == "chelsea.jpg"
+
+
 def test_a_web_image_that_arrives_after_a_file_was_opened_is_not_shown(qtbot, window, photos,
                                                                        monkeypatch):
     release = threading.Event()
