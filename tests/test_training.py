@@ -41,7 +41,7 @@ from mlx_inception.training.network import (
     preprocessing_for,
     set_batchnorm_momentum,
 )
-from mlx_inception.training.recipe import ConfigError, resolve
+from mlx_inception.training.recipe import ConfigError, load_config_file, resolve
 from mlx_inception.training.trainer import Trainer, ema_decay_at
 
 # Settings shared by the small eager runs: 4 images per step, so every run reuses the same
@@ -127,6 +127,21 @@ def test_the_step_is_compiled_by_default_on_a_gpu_only(monkeypatch):
     for explicit in (True, False):  # a flag always wins
         config, notes = resolve({"data": "d", "out": "o", "compile": explicit})
         assert config.compile is explicit and not any("compile" in note for note in notes)
+
+
+def test_a_runs_config_reused_with_config_derives_again_what_was_not_given(tmp_path):
+    config, _ = resolve({"data": "d", "out": "o", "batch_size": 64, "label_smoothing": 0.2})
+    assert config.given == ["batch_size", "data", "label_smoothing", "out"]
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps(config.to_dict()))  # as the trainer writes it
+    reused = load_config_file(path)
+    assert reused == {"batch_size": 64, "data": str(Path("d").absolute()),
+                      "label_smoothing": 0.2, "out": str(Path("o").absolute())}
+    again, _ = resolve({**reused, "batch_size": 128})
+    assert again.learning_rate == pytest.approx(0.045 * 128 / 1600)  # scaled, not 64's rate
+    assert again.label_smoothing == 0.2
+    fine_tune, _ = resolve({**reused, "init": "w"})  # the fine-tuning defaults apply
+    assert fine_tune.recipe == "fine-tune" and fine_tune.ema_decay == 0.0
 
 
 def test_learning_rate_scales_linearly_with_the_global_batch():

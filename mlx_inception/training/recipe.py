@@ -193,6 +193,11 @@ class TrainConfig:
         None, "-", "train the auxiliary head; default: when the image size reaches the head's "
         "minimum for the stem (299 px; 151 for stem 151, 77 for stem 79)"
     )
+    given: list[str] = _cited(
+        [], "-", "the settings that were given (flags, --config); the others are the recipe's "
+        "defaults or derived from these, and a run's train_config.json passed to --config "
+        "applies only these, deriving the rest again"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.stem, int) and not isinstance(self.stem, bool):
@@ -221,7 +226,7 @@ class TrainConfig:
 
 _TYPE_NAMES = {
     "int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
-    "list[float]": "a pair of numbers", "None": "null",
+    "list[float]": "a pair of numbers", "list[str]": "a list of setting names", "None": "null",
 }
 
 
@@ -239,6 +244,7 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
         "str": isinstance(value, str),
         "list[float]": isinstance(value, list) and len(value) == 2
         and all(is_number(v) for v in value),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
     }
     if not any(fits[option] for option in options):
         expected = " or ".join(_TYPE_NAMES[option] for option in options)
@@ -273,6 +279,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a JSON object of settings")
     TrainConfig.from_dict({k: v for k, v in data.items()})  # reject unknown names early
+    if "given" in data:  # a run's train_config.json: what was chosen, not what was derived
+        data = {name: data[name] for name in data["given"] if name in data}
     return data
 
 
@@ -295,9 +303,9 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
     is settled when the initial weights are loaded (``training.network.build_network``): its
     variant and therefore the auxiliary head's minimum input size come from them.
     """
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: v for k, v in overrides.items() if v is not None and k != "given"}
     overrides.update(absolute_paths(overrides))
-    config = TrainConfig.from_dict(overrides)
+    config = TrainConfig.from_dict({**overrides, "given": sorted(overrides)})
     check(config, world_size)  # before the arithmetic below divides by any of it
     notes: list[str] = []
     fine_tune = bool(config.init)

@@ -778,6 +778,7 @@ class Trainer:
                 f"{', '.join(RESUMABLE_OVERRIDES)} may change, not {', '.join(refused)}"
             )
         data.update(changed)
+        data["given"] = sorted(set(data.get("given", [])) | set(changed))
         data["out"] = str(run_dir)
         saved = read_config(folder)
         trainer = cls(TrainConfig.from_dict(data), _resume_from=saved, **options)
