@@ -26,13 +26,21 @@ def to_qimage(rgb: np.ndarray) -> QImage:
     return image.copy()  # the numpy buffer may go away; the QImage must not point into it
 
 
-def qimage_to_rgb(image: QImage) -> np.ndarray:
-    """Return uint8 RGB (H, W, 3) pixels of any QImage."""
-    image = image.convertToFormat(QImage.Format.Format_RGB888)
+def qimage_to_array(image: QImage) -> np.ndarray:
+    """Return uint8 RGBA (H, W, 4) pixels of a QImage with alpha, else RGB (H, W, 3).
+
+    RGBA is straight (not premultiplied) alpha, what ``load_image`` composites on white like
+    a transparent file; dropping alpha instead would show what transparent pixels happen to
+    hold (black, for the premultiplied images browsers hand over).
+    """
+    if image.hasAlphaChannel():
+        image, channels = image.convertToFormat(QImage.Format.Format_RGBA8888), 4
+    else:
+        image, channels = image.convertToFormat(QImage.Format.Format_RGB888), 3
     width, height = image.width(), image.height()
     buffer = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
     rows = buffer.reshape(height, image.bytesPerLine())
-    return rows[:, : 3 * width].reshape(height, width, 3).copy()
+    return rows[:, : channels * width].reshape(height, width, channels).copy()
 
 
 class Panel(QFrame):

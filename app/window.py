@@ -51,7 +51,7 @@ from .session import (
     download_weights,
     is_local_source,
 )
-from .widgets import qimage_to_rgb
+from .widgets import qimage_to_array
 from .workers import DOWNLOAD, IO, Worker
 
 MAX_RECENT = 10
@@ -423,10 +423,10 @@ class MainWindow(QMainWindow):
         self.worker.cancel("fetch")
         self._open(data, name)
 
-    def open_array(self, rgb: np.ndarray, name: str) -> None:
-        """Open uint8 RGB (H, W, 3) pixels."""
+    def open_array(self, pixels: np.ndarray, name: str) -> None:
+        """Open uint8 RGB (H, W, 3) or RGBA (H, W, 4) pixels (RGBA is composited on white)."""
         self.worker.cancel("fetch")
-        self._open(rgb, name)
+        self._open(pixels, name)
 
     def open_url(self, url: str) -> None:
         """Open an image from a web address (dragged from a browser); fetched off the GUI."""
@@ -663,7 +663,8 @@ class MainWindow(QMainWindow):
         if mime.hasImage():
             image = mime.imageData()
             if isinstance(image, QImage) and not image.isNull():
-                self.open_array(qimage_to_rgb(image), f"{origin} image")
+                # Transparency kept: the package composites it on white, as for files.
+                self.open_array(qimage_to_array(image), f"{origin} image")
                 return True
         for url in urls:
             if url.scheme() in WEB_SCHEMES:

@@ -233,6 +233,28 @@ def test_an_image_pasted_from_the_clipboard_is_classified(qtbot, window, photos)
     assert window.analysis.original_size == (512, 512)
 
 
+def test_dropped_image_data_with_transparency_is_composited_on_white_like_a_file(
+    qtbot, tmp_path, window, photos, small_model
+):
+    rgb = np.asarray(load_image(photos["astronaut"]))
+    alpha = np.zeros(rgb.shape[:2], np.uint8)
+    alpha[128:384, 128:384] = 255  # an opaque square in a transparent frame
+    rgba = np.ascontiguousarray(np.dstack([rgb, alpha]))
+    cut_out = tmp_path / "cut-out.png"
+    Image.fromarray(rgba, "RGBA").save(cut_out)
+    # Browsers hand over premultiplied ARGB: every transparent pixel is (0, 0, 0, 0).
+    image = QImage(rgba.data, 512, 512, 4 * 512, QImage.Format.Format_RGBA8888).convertToFormat(
+        QImage.Format.Format_ARGB32_Premultiplied)
+    mime = QMimeData()
+    mime.setImageData(image)
+    drop(window, mime)
+    settle(qtbot, window)
+    expected = np.asarray(center_crop(load_image(cut_out), small_model.config.preprocessing))
+    assert np.all(expected[0, 0] == 255)  # the crop reaches into the frame: white, not black
+    # Alpha is 0 or 255 only, so unpremultiplying is exact: the same pixels as the file.
+    assert np.array_equal(window.analysis.crop, expected)
+
+
 def test_a_relative_image_address_in_dropped_html_is_resolved_against_its_page(
     qtbot, window, web_server
 ):
