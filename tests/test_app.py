@@ -1057,6 +1057,39 @@ def test_the_process_exits_cleanly_when_it_ends_while_the_network_works(tmp_path
     assert (tmp_path / "open.done").read_text() == "finished"
 
 
+STUCK_SCRIPT = """
+import sys, threading
+import mlx_inception
+import mlx_inception_app.main as app_main
+from mlx_inception_app.window import MainWindow
+
+app_main.EXIT_GRACE_S = 0.5
+opened = MainWindow.__init__
+
+def with_a_stuck_job(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    # Like a read from a dead connection: it never returns, and nothing waits for it to draw.
+    self.worker.submit("stuck", threading.Event().wait, lane="io")
+
+MainWindow.__init__ = with_a_stuck_job
+sys.exit(app_main.main(sys.argv[1:]))
+"""
+
+
+def test_a_job_that_never_ends_does_not_keep_the_closed_app_running(tmp_path, small_weights,
+                                                                    photos):
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SCRIPT)
+    out = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, str(script), str(photos["chelsea"]), "--weights",
+                           str(small_weights), "--screenshot", str(out)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "work still running 0.5 s after the window closed" in done.stderr
+    assert out.stat().st_size > 0 and f"saved {out}" in done.stdout
+
+
 # -------------------------------------------------------------------------------- command line
 
 
