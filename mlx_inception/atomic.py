@@ -1,4 +1,9 @@
-"""Atomic file writes: a file is either its old self or completely new, never half-written."""
+"""Atomic file writes: a file is either its old self or completely new, never half-written.
+
+Also the checks that go with them: whether a destination can be written at all (asked before
+expensive work, so a bad path fails at once and names the user's path, not a temporary one),
+and staging folders that get the usual permissions once renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,92 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-# mkstemp creates files readable by their owner only; written files get the usual permissions.
+from .errors import InceptionError
+
+# mkstemp/mkdtemp create files and folders for their owner only; what is renamed into place gets
+# the usual permissions (0o666 / 0o777 less the umask). The umask is read once, here: reading it
+# means setting it, which would race with other threads creating files.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """Return ``path`` or the closest folder above it that exists (or is a link)."""
+    while not (path.exists() or path.is_symlink()) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe(folder: Path) -> None:
+    """Create and delete a hidden file in ``folder``; raise OSError when that is impossible."""
+    handle, name = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    os.close(handle)
+    os.unlink(name)
+
+
+def check_destination(
+    path: str | os.PathLike, error_type: type[InceptionError] = InceptionError
+) -> Path:
+    """Return ``path`` when a file or folder can be written there; else raise one line why not.
+
+    Run before expensive work. The folder ``path`` goes in (or the closest existing folder
+    above it, as missing folders are created) must be a folder where files can be created: a
+    hidden file is created there and deleted at once. An existing folder at ``path`` itself is
+    checked the same way, since its files get replaced. Nothing else is created.
+    """
+    path = Path(os.path.expanduser(os.fspath(path)))
+    parent = _nearest_existing(path.parent)
+    if not parent.is_dir():
+        raise error_type(f"cannot write {path}: {parent} is a file, not a folder")
+    for folder in (parent, path) if path.is_dir() else (parent,):
+        try:
+            _probe(folder)
+        except OSError as error:
+            raise error_type(
+                f"cannot write {path}: cannot create files in {folder} "
+                f"({error.strerror or error})"
+            ) from None
+    return path
+
+
+def explain_write_error(
+    path: str | os.PathLike,
+    error: OSError,
+    error_type: type[InceptionError] = InceptionError,
+) -> BaseException:
+    """Return the error to raise when setting up a write to ``path`` failed with ``error``.
+
+    The raw error names a temporary file, or says "File exists" about a file in the way; the
+    one returned names ``path`` and the real reason (``check_destination``'s message), or is
+    ``error`` again with ``path`` as its file name.
+    """
+    try:
+        check_destination(path, error_type)
+    except InceptionError as explained:
+        return explained
+    return type(error)(error.errno, error.strerror, os.fspath(path))
+
+
+def make_staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """Return a new empty folder in ``parent`` (created if needed), to be renamed into place.
+
+    Unlike ``tempfile.mkdtemp``'s owner-only folder, it has the usual permissions
+    (0o777 less the umask), so the folder it becomes is readable by whoever may read its
+    neighbours (a shared weights folder or Hugging Face cache). Raises OSError naming ``parent``
+    (never the temporary name); ``explain_write_error`` turns it into the reason.
+    """
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(parent)) from None
+    try:
+        os.chmod(folder, 0o777 & ~_UMASK)
+    except BaseException:
+        folder.rmdir()
+        raise
+    return folder
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -17,12 +105,16 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 
     The temporary file sits beside ``path`` (same file system, so the rename is atomic) and keeps
     its suffix, for writers that choose a format by it. On any failure it is removed and the old
-    file, if any, is left as it was.
+    file, if any, is left as it was. When the file cannot be created at all, the error names
+    ``path`` and why (a file where a folder should be, a folder without write permission).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix,
-                                         dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix,
+                                             dir=path.parent)
+    except OSError as error:
+        raise explain_write_error(path, error) from None
     os.close(handle)
     try:
         write(Path(temporary))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ..atomic import explain_write_error, make_staging_dir
 from ..errors import CheckpointError
 from ..model import InceptionV3, InceptionV3Config
 
@@ -43,6 +44,37 @@ def is_weights_dir(path: str | os.PathLike) -> bool:
     """Return True if ``path`` is a directory in this project's format."""
     path = Path(path)
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Return the ``__metadata__`` of a safetensors file's header ({} if none or unreadable).
+
+    Reads the header only (8 bytes of length, then JSON), not the tensors.
+    """
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100 * 2**20:  # far larger than any real header: not safetensors
+                return {}
+            header = json.loads(handle.read(length))
+    except (OSError, struct.error, ValueError):
+        return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def is_weights_file(path: str | os.PathLike) -> bool:
+    """Return True if ``path`` is a ``.safetensors`` file written in this project's format.
+
+    Such a file (``WEIGHTS_FILE`` of a weights directory) holds MLX-layout weights; it is
+    loaded through its folder, never converted again.
+    """
+    path = Path(path)
+    return (
+        path.suffix.lower() == ".safetensors"
+        and path.is_file()
+        and safetensors_metadata(path).get("format") == FORMAT
+    )
 
 
 def model_weights(model: InceptionV3) -> dict[str, mx.array]:
@@ -111,15 +143,17 @@ def save_weights(
         arrays[key] = value
     mx.eval(arrays)
     texts = {**(extra_files or {}), CONFIG_FILE: json.dumps(config.to_dict(), indent=2) + "\n"}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"cannot write {out_dir}: it is a file, not a folder")
+    try:
+        staging = make_staging_dir(out_dir.parent, prefix=f".{out_dir.name}-")
+    except OSError as error:
+        raise explain_write_error(out_dir, error, CheckpointError) from None
     try:
         _write_directory_files(staging, arrays, texts)
         if not out_dir.exists():
             os.replace(staging, out_dir)
             return out_dir
-        if not out_dir.is_dir():
-            raise CheckpointError(f"{out_dir} exists and is not a directory")
         (out_dir / CONFIG_FILE).unlink(missing_ok=True)
         for name in [WEIGHTS_FILE, *texts]:  # config.json comes last in texts
             os.replace(staging / name, out_dir / name)
