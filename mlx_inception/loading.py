@@ -33,12 +33,59 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
         return local
     from .checkpoints import hub  # imports huggingface_hub: only when it is needed
 
+    cached = _refuse_missing_local_path(source, hub_options)
+    if cached is not None:
+        return cached
     return hub.resolve(str(source), **hub_options)
+
+
+def _refuse_missing_local_path(source: str | os.PathLike, hub_options: dict) -> Path | None:
+    """Raise CheckpointError when ``source`` names a missing path inside an existing folder.
+
+    ``runs/pets`` or ``RUN_DIR/best`` has the shape of a Hub repo id (owner/name), but when
+    ``runs`` or ``RUN_DIR`` is a folder here, a typo or a checkpoint not written yet is far
+    likelier than a repo whose owner happens to be named like a local folder: asking the Hub
+    would answer with a network error or "no such repo" instead. Such a repo is still used
+    when it is already in the Hub cache (``mlx-inception download`` puts it there); its
+    directory is returned then. Returns None for anything else (registry names, repo ids
+    whose owner is not a folder here), which goes to the Hub.
+    """
+    from .checkpoints import hub
+
+    path = Path(os.path.expanduser(str(source)))
+    parent = path.parent
+    if str(parent) in ("", ".") or not parent.is_dir():
+        return None
+    if path.name == "best":
+        last = parent / "last"
+        advice = (f"use {last}" if last.exists() or last.is_symlink()
+                  else "no checkpoint has been saved yet")
+        raise CheckpointError(
+            f"{path} does not exist: the run {parent} has no best checkpoint yet (best is "
+            f"marked when the run evaluates a validation set); {advice}"
+        )
+    if path.name == "last":
+        raise CheckpointError(
+            f"{path} does not exist: the run {parent} has saved no checkpoint yet"
+        )
+    if hub.is_repo_id(str(source)):
+        options = {k: hub_options[k] for k in ("revision", "cache_dir") if k in hub_options}
+        cached = hub.cached_path(str(source), **options)
+        if cached is not None:
+            return cached
+        hint = f", or run `mlx-inception download {source}` first to use the Hub repo of that name"
+    else:
+        hint = ""
+    raise CheckpointError(
+        f"{path} does not exist (and {parent} is a local folder, so it was not looked up on "
+        f"the Hub): check the path{hint}"
+    )
 
 
 def resolve_local(source: str | os.PathLike) -> Path | None:
     """Return what ``source`` names on this machine (a run's ``best``/``last`` and a run
-    directory followed as ``resolve`` does), or None when no file or folder is there."""
+    directory followed as ``resolve`` does, a weights directory's own ``model.safetensors``
+    as that directory), or None when no file or folder is there."""
     path = Path(os.path.expanduser(str(source)))
     if path.is_symlink() and not path.exists():
         target = path.parent / os.readlink(path)
@@ -52,6 +99,15 @@ def resolve_local(source: str | os.PathLike) -> Path | None:
         link = next((path / name for name in RUN_LINKS
                      if (path / name).exists() or (path / name).is_symlink()), None)
         return path if link is None else resolve_local(link)
+    if store.is_weights_file(path):
+        # This project's own model.safetensors: its config.json is beside it, and its
+        # weights are already in MLX's layout (converting them again would mis-shape them).
+        if path.name == store.WEIGHTS_FILE and (path.parent / store.CONFIG_FILE).is_file():
+            return path.parent
+        raise CheckpointError(
+            f"{path} holds weights in mlx-inception's format, which load from their folder: "
+            f"keep it as {store.WEIGHTS_FILE} beside its {store.CONFIG_FILE} and pass the folder"
+        )
     return _follow_pointer(path) or path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import pytest
 from conftest import full_disk_on_save, random_images
 
 import mlx_inception
-from mlx_inception.checkpoints import store
+from mlx_inception.checkpoints import convert, store
 from mlx_inception.checkpoints.convert import convert_checkpoint, convert_file, read_state_dict
 from mlx_inception.cli import main
 from mlx_inception.errors import CheckpointError
+from mlx_inception.model import InceptionV3, InceptionV3Config
 
 torch = pytest.importorskip("torch")
 
@@ -135,8 +137,12 @@ def test_mismatched_checkpoints_are_refused_with_one_line_and_nothing_written(
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("garbage.pth", b"this is not a pickle", "not a readable PyTorch checkpoint"),
-        ("empty.pth", b"", "not a readable PyTorch checkpoint"),
+        # A text or HTML page saved under a checkpoint's name: torch.load's own error is a
+        # bare "KeyError: 105" (the unpickler reading 'i' as an opcode).
+        ("garbage.pth", b"this is not a pickle", "is not a PyTorch checkpoint: neither the zip "
+         "archive torch.save writes nor a pickle"),
+        ("empty.pth", b"", r"empty.pth is empty \(0 bytes\)"),
+        ("empty.safetensors", b"", r"empty.safetensors is empty \(0 bytes\)"),
         ("garbage.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", "not a readable"),
         ("weights.npz", b"PK", "unsupported checkpoint type .npz"),
     ],
@@ -272,3 +278,59 @@ def test_timm_preprocessing_preset_is_timms_eval_transform(reference_checkpoints
     preprocessing = json.loads((out / "config.json").read_text())["preprocessing"]
     assert preprocessing == {"resize_size": 341, "crop_size": 299, "interpolation": "bicubic",
                              "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def test_cli_checks_the_destination_before_reading_the_checkpoint(
+    reference_checkpoints, tmp_path, capsys, monkeypatch
+):
+    def never(*args, **kwargs):
+        raise AssertionError("the checkpoint was read before the destination was checked")
+
+    monkeypatch.setattr(convert, "read_state_dict", never)
+    (tmp_path / "afile").write_text("")
+    for out, reason in ((tmp_path / "afile" / "sub", f"{tmp_path}/afile is a file, not a folder"),
+                        (tmp_path / "afile", "it is a file, not a folder")):
+        assert main(["convert", str(reference_checkpoints["safetensors"]), str(out)]) == 1
+        assert capsys.readouterr().err == f"error: cannot write {out}: {reason}\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_cli_names_the_destination_asked_for_not_a_temporary_folder(
+    reference_checkpoints, capsys
+):
+    assert main(["convert", str(reference_checkpoints["safetensors"]), "/proc/x"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: cannot write /proc/x: cannot create files in /proc (")
+
+
+def test_a_folder_is_not_taken_for_a_checkpoint_file(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(CheckpointError, match=r"photos is a folder, not a checkpoint file: pass "
+                       r"a \.pth, \.pt, \.bin or \.safetensors file"):
+        convert_checkpoint(tmp_path / "photos", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def own_weights_dir(module_tmp):
+    """Random weights in this project's format, as `convert` or training writes them."""
+    return store.save_model(InceptionV3(InceptionV3Config(aux_logits=False)),
+                            module_tmp("own") / "weights")
+
+
+def test_converting_this_projects_own_weights_says_they_are_already_converted(
+    own_weights_dir, tmp_path
+):
+    folder = own_weights_dir
+    expected = {
+        folder: f"{folder} is already a converted weights folder: use it as it is "
+                f"(--weights {folder}), there is nothing to convert",
+        folder / "model.safetensors":
+            f"{folder}/model.safetensors is already converted (mlx-inception's format): use its "
+            f"folder (--weights {folder}), there is nothing to convert",
+    }
+    for source, message in expected.items():
+        with pytest.raises(CheckpointError) as error:
+            convert_checkpoint(source, tmp_path / "out")
+        assert str(error.value) == message
+    assert not (tmp_path / "out").exists()

@@ -78,3 +78,47 @@ def test_weights_that_do_not_fit_the_config_are_refused(converted_dir, tmp_path)
 def test_unknown_dtype_is_refused(converted_dir):
     with pytest.raises(CheckpointError, match="unknown dtype 'float8'"):
         mlx_inception.load(converted_dir, dtype="float8")
+
+
+def test_a_weights_directorys_own_model_safetensors_loads_as_the_directory(converted_dir):
+    # It holds MLX-layout weights beside its config.json: converting it again as a PyTorch
+    # file would transpose every convolution a second time.
+    x = mx.array(random_images((1, 75, 75, 3), seed=3))
+    from_file = mlx_inception.load(converted_dir / "model.safetensors")
+    from_dir = mlx_inception.load(converted_dir)
+    np.testing.assert_array_equal(np.array(from_file(x)), np.array(from_dir(x)))
+    assert from_file.config.source["file"] == "inception_v3_reference.pth"
+
+
+def test_this_projects_weights_file_without_its_config_is_refused_in_one_line(
+    converted_dir, tmp_path
+):
+    alone = tmp_path / "model.safetensors"
+    alone.write_bytes((converted_dir / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError) as error:
+        mlx_inception.load(alone)
+    assert str(error.value) == (
+        f"{alone} holds weights in mlx-inception's format, which load from their folder: keep "
+        "it as model.safetensors beside its config.json and pass the folder")
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Any Hub request would fail: nothing listens on port 9 (discard) of this machine."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_a_missing_path_in_a_local_folder_is_reported_not_looked_up_on_the_hub(
+    tmp_path, monkeypatch, no_hub
+):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    # "runs/pets" has the shape of a Hub repo id (owner/name), but runs/ is a folder here.
+    with pytest.raises(CheckpointError) as error:
+        mlx_inception.load("runs/pets")
+    assert str(error.value) == (
+        "runs/pets does not exist (and runs is a local folder, so it was not looked up on the "
+        "Hub): check the path, or run `mlx-inception download runs/pets` first to use the Hub "
+        "repo of that name")

@@ -108,3 +108,17 @@ def test_a_dangling_symbolic_link_is_refused_in_one_line(tmp_path):
                        r"exist") as error:
         mlx_inception.load(run / "last")
     assert "\n" not in str(error.value)
+
+
+def test_a_runs_missing_best_is_reported_with_its_last_not_looked_up_on_the_hub(
+    saved_weights, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a Hub request would fail
+    run = make_run(tmp_path / "runA", saved_weights, best=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError) as error:
+        mlx_inception.load("runA/best")  # shaped like a Hub repo id, owner/name
+    assert str(error.value) == (
+        "runA/best does not exist: the run runA has no best checkpoint yet (best is marked "
+        "when the run evaluates a validation set); use runA/last")
+    assert fc_bias(mlx_inception.load(run / "last")) == 2.0

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ..atomic import check_destination
 from ..errors import CheckpointError
 from ..model import InceptionV3, InceptionV3Config
 from . import store
@@ -68,9 +69,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
     safetensors files are read by MLX without PyTorch.
     """
     path = Path(path)
+    if path.is_dir():
+        if store.is_weights_dir(path):
+            raise CheckpointError(
+                f"{path} is already a converted weights folder: use it as it is (--weights "
+                f"{path}), there is nothing to convert"
+            )
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file: pass a .pth, .pt, .bin or "
+            ".safetensors file"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): download or save the checkpoint again")
     suffix = path.suffix.lower()
+    if store.is_weights_file(path):
+        raise CheckpointError(
+            f"{path} is already converted (mlx-inception's format): use its folder "
+            f"(--weights {path.parent}), there is nothing to convert"
+        )
     if suffix in SAFETENSORS_SUFFIXES:
         try:
             state = mx.load(str(path))
@@ -84,12 +102,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
                 f"reading {path.name} needs PyTorch: pip install 'mlx-inception[torch]', "
                 "or use a .safetensors file"
             ) from None
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: neither the zip archive torch.save "
+                "writes nor a pickle (a web page or text saved under that name?)"
+            )
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise CheckpointError(
-                f"{path} is not a readable PyTorch checkpoint ({message})"
+                f"{path} is not a readable PyTorch checkpoint ({_describe_error(error)})"
             ) from None
         if not isinstance(raw, Mapping):
             raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state_dict")
@@ -105,6 +127,24 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
             "expected .pth, .pt, .bin or .safetensors"
         )
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Return True if ``path`` starts like a file torch.save writes: a zip archive (the format
+    since PyTorch 1.6) or a pickle of protocol 2 or later (the legacy format)."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    return start.startswith(b"PK\x03\x04") or start[:1] == b"\x80"
+
+
+def _describe_error(error: Exception) -> str:
+    """Return an exception as one line that says something: a bare ``KeyError(105)`` from
+    deep inside the unpickler becomes ``KeyError: 105``."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else ""
+    if len(message) < 12:  # a bare key, number or word means nothing without its type
+        return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message
 
 
 def _summarise(items: list[str], limit: int = 6) -> str:
@@ -209,8 +249,13 @@ def convert_checkpoint(
 ) -> tuple[Path, list[str]]:
     """Convert a PyTorch checkpoint into a weights directory; return it and the notes.
 
-    Nothing is written unless the whole conversion succeeds.
+    Nothing is written unless the whole conversion succeeds; a destination that cannot be
+    written is refused before the checkpoint is read.
     """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"cannot write {out_dir}: it is a file, not a folder")
+    check_destination(out_dir, CheckpointError)
     conversion = convert_file(src, config)
     out = store.save_weights(out_dir, conversion.weights, conversion.config, dtype=dtype)
     return out, conversion.notes
