@@ -670,6 +670,40 @@ def test_push_refuses_a_checkpoint_file_and_a_missing_path_before_any_request(
     assert len(server.requests) == before
 
 
+def test_push_with_the_hub_unreachable_does_not_suggest_offline_mode(
+    push_env, calibrated_weights_dir, monkeypatch
+):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(HubError) as excinfo:
+        hub.push(calibrated_weights_dir, "tester/unreachable")
+    message = single_line_hub_error(excinfo)
+    # Cached weights stand in for a download, never for an upload.
+    assert message.startswith("cannot reach http://127.0.0.1:") and "HF_HUB_OFFLINE" not in message
+    assert message.endswith("check the network or HF_ENDPOINT")
+
+
+def test_push_while_offline_says_to_unset_offline_mode_before_any_request(
+    server, push_env, calibrated_weights_dir, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(server.requests)
+    with pytest.raises(HubError) as excinfo:
+        hub.push(calibrated_weights_dir, "tester/offline")
+    assert single_line_hub_error(excinfo) == (
+        "cannot upload to tester/offline@main: the Hub is offline (HF_HUB_OFFLINE=1); unset "
+        "HF_HUB_OFFLINE to push")
+    assert len(server.requests) == before
+
+
+def test_push_calls_a_file_that_is_not_a_checkpoint_a_file(server, push_env, tmp_path):
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(CheckpointError) as excinfo:
+        hub.push(photo, "tester/photo")
+    assert str(excinfo.value) == (f"{photo} is a file, not a weights directory (config.json + "
+                                  "model.safetensors): pass the folder to upload")
+
+
 # ----------------------------------------------------------------------------------------------
 # The command line
 
@@ -730,6 +764,37 @@ def test_cli_download_error_exits_1_with_one_line(server, hf_cache, capsys):
 
 def test_cli_push_prints_the_commit_url(server, push_env, calibrated_weights_dir, capsys):
     assert cli.main(["push", str(calibrated_weights_dir), "tester/cli-push", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.err == f"uploading {calibrated_weights_dir} to tester/cli-push ...\n"
+    summary = json.loads(captured.out)
     assert summary["commit"] == server.repos["tester/cli-push"].refs["main"]
     assert summary["commit_url"].startswith(server.endpoint)
+
+
+def test_cli_push_of_a_bad_directory_is_one_line_with_no_upload_announced(
+    server, push_env, tmp_path, capsys
+):
+    before = len(server.requests)
+    assert cli.main(["push", str(tmp_path / "missing"), "tester/missing"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'missing'} does not exist: pass a weights directory\n")
+    assert len(server.requests) == before
+
+
+def test_cli_download_of_a_local_path_says_download_takes_a_name(
+    server, hf_cache, reference_checkpoints, tmp_path, capsys
+):
+    before = len(server.requests)
+    checkpoint = reference_checkpoints["safetensors"]
+    expected = {
+        tmp_path: f"error: {tmp_path} is a local folder; download takes a registry name (see "
+                  "`mlx-inception list`) or a Hub repo id (owner/name): pass it to --weights as "
+                  "it is\n",
+        checkpoint: f"error: {checkpoint} is a local checkpoint file; download takes a registry "
+                    "name (see `mlx-inception list`) or a Hub repo id (owner/name): pass it to "
+                    f"--weights, or `mlx-inception convert {checkpoint} OUT_DIR` it once\n",
+    }
+    for source, message in expected.items():
+        assert cli.main(["download", str(source), "--quiet"]) == 1
+        assert capsys.readouterr().err == message
+    assert len(server.requests) == before

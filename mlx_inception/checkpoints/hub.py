@@ -226,6 +226,11 @@ def hub_error(
         return HubError(
             f"{repo_id} has no revision {revision!r}: pass a branch, tag or commit that exists"
         )
+    if writing and isinstance(error, OfflineModeIsEnabled):
+        return HubError(
+            f"cannot upload to {where}: the Hub is offline (HF_HUB_OFFLINE=1); unset "
+            "HF_HUB_OFFLINE to push"
+        )
     if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
         return HubError(
             f"{where} is not in the local cache and the Hub is offline (HF_HUB_OFFLINE=1): "
@@ -252,9 +257,11 @@ def hub_error(
         detail = getattr(error, "server_message", None) or str(error)
         return HubError(f"the Hub answered HTTP {status} for {where}: {_one_line(detail)}")
     if isinstance(error, _transport_errors()):
+        # Cached weights can stand in for a download, never for an upload.
+        fallback = "" if writing else ", or set HF_HUB_OFFLINE=1 to use cached weights"
         return HubError(
             f"cannot reach {endpoint} ({type(error).__name__}: {_one_line(error, 80)}): check the "
-            "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use cached weights"
+            f"network or HF_ENDPOINT{fallback}"
         )
     if isinstance(error, OSError) and "Consistency check failed" in str(error):
         return HubError(
@@ -804,14 +811,22 @@ def push(
     if directory is None:
         raise CheckpointError(f"{named} does not exist: pass a weights directory")
     if not directory.is_dir():
+        if directory.suffix.lower() in convert.PICKLE_SUFFIXES + convert.SAFETENSORS_SUFFIXES:
+            raise CheckpointError(
+                f"{directory} is a checkpoint file, not a weights directory: "
+                "`mlx-inception convert` it first"
+            )
         raise CheckpointError(
-            f"{directory} is a checkpoint file, not a weights directory: "
-            "`mlx-inception convert` it first"
+            f"{directory} is a file, not a weights directory ({store.CONFIG_FILE} + "
+            f"{store.WEIGHTS_FILE}): pass the folder to upload"
         )
     weights, config = store.load_weights(directory)  # raises CheckpointError if incomplete
     convert.check_weights(weights, config)
     settings = hub_settings(token=token, endpoint=endpoint)
     branch = revision or "main"
+    if settings.offline:
+        raise hub_error(OfflineModeIsEnabled(), repo_id=repo_id, endpoint=settings.endpoint,
+                        revision=branch, writing=True)
     api = HfApi(endpoint=settings.endpoint, token=settings.token)
 
     def fail(error: BaseException) -> HubError:
@@ -831,6 +846,7 @@ def push(
         if not (staging / "README.md").exists():
             card = render_model_card(config, weights, repo_id, license=license)
             (staging / "README.md").write_text(card, encoding="utf-8")
+        logger.info("uploading %s to %s ...", directory, repo_id)
         try:
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
             if branch != "main":

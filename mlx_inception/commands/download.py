@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from . import HelpFormatter
@@ -49,8 +50,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def refuse_local_path(source: str) -> None:
+    """Raise CheckpointError when ``source`` is a file or folder here, not a name to download."""
+    from ..checkpoints import convert, registry
+    from ..errors import CheckpointError
+
+    path = os.path.expanduser(source)
+    if registry.find(source) is not None or not (os.path.exists(path) or os.path.islink(path)):
+        return
+    if os.path.isdir(path):
+        what, advice = "a local folder", "pass it to --weights as it is"
+    elif path.lower().endswith(convert.PICKLE_SUFFIXES + convert.SAFETENSORS_SUFFIXES):
+        what = "a local checkpoint file"
+        advice = f"pass it to --weights, or `mlx-inception convert {source} OUT_DIR` it once"
+    else:
+        what, advice = "a local file", "pass a name from `mlx-inception list` instead"
+    raise CheckpointError(
+        f"{source} is {what}; download takes a registry name (see `mlx-inception list`) or a "
+        f"Hub repo id (owner/name): {advice}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import hub, store
+
+    refuse_local_path(args.source)
 
     log = logging.getLogger("mlx_inception.checkpoints.hub")
     handler = logging.StreamHandler(sys.stderr)

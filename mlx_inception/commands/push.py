@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from . import HelpFormatter
@@ -48,15 +49,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import hub
 
-    print(f"uploading {args.directory} to {args.repo_id} ...", file=sys.stderr)
-    result = hub.push(
-        args.directory,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.message,
-        license=args.license,
-    )
+    # hub.push says "uploading ..." once DIR and REPO_ID have been checked, so that a bad
+    # argument is one line of error, not a promise followed by one.
+    log = logging.getLogger("mlx_inception.checkpoints.hub")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        result = hub.push(
+            args.directory,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.message,
+            license=args.license,
+        )
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
     if args.json:
         print(json.dumps(result.__dict__))
     else:
