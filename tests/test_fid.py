@@ -31,6 +31,7 @@ import pytest
 
 from mlx_inception import cli
 from mlx_inception.metrics import features as fid_features
+from mlx_inception.metrics import fid as fid_metrics
 from mlx_inception.metrics.fid import FeatureStatistics, frechet_distance, trace_sqrt_product
 
 torch = pytest.importorskip("torch")
@@ -364,13 +365,16 @@ def write_bad_npz(path: Path) -> Path:
 
 BAD_SOURCES = {
     "missing folder": (lambda tmp, a: tmp / "nowhere", "no such folder or .npz"),
-    "empty folder": (lambda tmp, a: _mkdir(tmp / "empty"), "at least 2 images, found 0"),
+    "empty folder": (lambda tmp, a: _mkdir(tmp / "empty"), "no images in "),
     "one image": (lambda tmp, a: _folder_with(tmp / "one", [a / "chelsea.png"]),
                   "at least 2 images, found 1"),
     "corrupt image": (lambda tmp, a: _corrupt_folder(tmp / "corrupt", a),
                       "broken.png: cannot decode as an image"),
     "npz without sigma": (lambda tmp, a: write_bad_npz(tmp / "bad.npz"), "has no sigma"),
-    "not an npz": (lambda tmp, a: _text_file(tmp / "fake.npz"), "not a readable .npz"),
+    "not an npz": (lambda tmp, a: _text_file(tmp / "fake.npz"),
+                   "fake.npz is not an .npz file (not a zip archive)"),
+    "npz of objects": (lambda tmp, a: _object_npz(tmp / "objects.npz"),
+                       "objects.npz is not a readable .npz file (it holds Python objects"),
     "a plain file": (lambda tmp, a: _text_file(tmp / "notes.txt"), "neither a folder"),
 }
 
@@ -398,6 +402,11 @@ def _text_file(path: Path) -> Path:
     return path
 
 
+def _object_npz(path: Path) -> Path:
+    np.savez(path, mu=np.array([{"not": "numbers"}], dtype=object), sigma=np.eye(1))
+    return path
+
+
 @pytest.mark.parametrize("case", list(BAD_SOURCES))
 def test_bad_source_fails_with_one_clear_line(capsys, tmp_path, folders, fid_weights_dir, case):
     make, message = BAD_SOURCES[case]
@@ -407,14 +416,81 @@ def test_bad_source_fails_with_one_clear_line(capsys, tmp_path, folders, fid_wei
     assert code == 1 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+    assert "allow_pickle" not in err  # numpy's advice to load a file unsafely is never passed on
 
 
-def test_statistics_of_different_sizes_are_refused(capsys, tmp_path, folders, fid_weights_dir):
+def test_statistics_of_other_dims_are_refused_before_any_feature_is_computed(
+    capsys, tmp_path, folders, monkeypatch
+):
     stats = tmp_path / "a64.npz"
     FeatureStatistics.from_features(np.random.default_rng(4).standard_normal((5, 64))).save(stats)
-    code, _, err = run_cli(capsys, "fid", stats, folders["b"], "--weights", fid_weights_dir,
+
+    def never(*args, **kwargs):
+        raise AssertionError("features were computed before the sizes were compared")
+
+    monkeypatch.setattr(fid_metrics, "extract_features", never)
+    code, _, err = run_cli(capsys, "fid", folders["b"], stats, "--weights", tmp_path / "none",
                            "--dims", "192")
+    assert code == 1 and err == (
+        f"error: {stats} holds statistics of 64 features but --dims is 192: pass --dims 64, or "
+        f"compute {stats} again with --dims 192\n")
+
+
+def test_statistics_of_different_sizes_are_refused(capsys, tmp_path):
+    paths = []
+    for dims in (64, 192):
+        paths.append(tmp_path / f"s{dims}.npz")
+        features = np.random.default_rng(dims).standard_normal((5, dims))
+        FeatureStatistics.from_features(features).save(paths[-1])
+    code, _, err = run_cli(capsys, "fid", *paths)
     assert code == 1 and "64 and 192 features" in err
+
+
+def test_two_statistics_files_need_no_weights_and_are_called_statistics(capsys, tmp_path):
+    paths = []
+    for seed in (1, 2):
+        paths.append(tmp_path / f"s{seed}.npz")
+        features = np.random.default_rng(seed).standard_normal((5, 8))
+        FeatureStatistics.from_features(features).save(paths[-1])
+    code, out, _ = run_cli(capsys, "fid", *paths)
+    assert code == 0
+    assert out.endswith(f"({paths[0]}: statistics file; {paths[1]}: statistics file; "
+                        "8 features)\n")
+
+
+def test_save_stats_checks_its_destination_before_computing(capsys, tmp_path, folders):
+    (tmp_path / "afile").write_text("")
+    # --weights names nothing: the destination must be refused before any weights are read.
+    code, out, err = run_cli(capsys, "fid", "--save-stats", folders["a"],
+                             tmp_path / "afile" / "x.npz", "--weights", tmp_path / "none")
+    assert code == 1 and out == ""
+    assert err == (f"error: cannot write {tmp_path}/afile/x.npz: {tmp_path}/afile is a file, not "
+                   "a folder\n")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_save_stats_names_the_file_asked_for_not_a_temporary_one(capsys, tmp_path, folders):
+    code, _, err = run_cli(capsys, "fid", "--save-stats", folders["a"], "/proc/x.npz",
+                           "--weights", tmp_path / "none")
+    assert code == 1
+    assert err.startswith("error: cannot write /proc/x.npz: cannot create files in /proc (")
+
+
+def test_save_stats_of_a_statistics_file_is_refused(capsys, tmp_path):
+    stats = tmp_path / "a.npz"
+    FeatureStatistics.from_features(np.random.default_rng(6).standard_normal((3, 8))).save(stats)
+    code, _, err = run_cli(capsys, "fid", "--save-stats", stats, tmp_path / "b.npz")
+    assert code == 1 and err == (f"error: {stats} is already statistics: --save-stats computes "
+                                 "them from a folder of images\n")
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_convert_weights_checks_its_destination_before_reading_the_checkpoint(capsys, tmp_path):
+    (tmp_path / "afile").write_text("")
+    code, _, err = run_cli(capsys, "fid", "--convert-weights", tmp_path / "not-read.pth",
+                           tmp_path / "afile" / "fid")
+    assert code == 1 and err == (f"error: cannot write {tmp_path}/afile/fid: {tmp_path}/afile is "
+                                 "a file, not a folder\n")
 
 
 def test_missing_weights_say_where_to_download_them(capsys, folders, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -352,6 +353,22 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError, match="decompression bomb") as error:
         load_image(tmp_path / "bomb.png")
     one_line(error)
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000], ids=["over-the-limit", "over-twice-it"])
+def test_a_decompression_bomb_gives_one_line_of_advice_and_no_pillow_warning(tmp_path, side):
+    # Pillow warns between its limit and twice it (100 megapixels here) and raises above (400):
+    # either way the loader's own line is all a user sees, with advice that needs no Python.
+    (tmp_path / "bomb.png").write_bytes(png_with_size(side, side))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError) as error:
+            load_image(tmp_path / "bomb.png")
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    one_line(error)
+    message = str(error.value)
+    assert "decompression bomb" in message and "max_pixels" not in message
+    assert message.endswith("if you trust the file, downscale it and try again")
 
 
 def test_pixel_limit_is_adjustable(tmp_path, chelsea):

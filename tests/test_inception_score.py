@@ -115,3 +115,12 @@ def test_command_refuses_fewer_images_than_splits(capsys, photo_folder,
 def test_command_refuses_a_missing_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, "inception-score", tmp_path / "nowhere")
     assert code == 1 and "no such folder" in err
+
+
+def test_command_says_a_folder_without_images_has_none_before_loading_weights(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli(capsys, "inception-score", tmp_path / "empty", "--weights",
+                             tmp_path / "none")
+    assert code == 1 and out == ""
+    assert err == (f"error: no images in {tmp_path / 'empty'} (files directly inside it: .bmp, "
+                   ".jpg, .jpeg, .pgm, .png, .ppm, .tif, .tiff or .webp)\n")

@@ -81,8 +81,15 @@ def _describe(path: str, count: int | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_destination
     from ..metrics.features import load_fid_inception, save_fid_weights
-    from ..metrics.fid import FeatureStatistics, compute_statistics, frechet_distance
+    from ..metrics.fid import (
+        FeatureStatistics,
+        compute_statistics,
+        frechet_distance,
+        image_files,
+        is_statistics_file,
+    )
 
     if args.convert_weights:
         if args.paths:
@@ -100,16 +107,37 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InceptionError(f"--batch-size must be at least 1, not {args.batch_size}")
     first, second = args.paths
+    inputs = [first] if args.save_stats else [first, second]
     if args.save_stats:
+        if is_statistics_file(first):
+            raise DataError(
+                f"{first} is already statistics: --save-stats computes them from a folder of "
+                "images"
+            )
         if Path(second).exists():
             raise DataError(f"{second} exists: choose a new file name for the statistics")
         if not second.lower().endswith(".npz"):
             raise DataError(f"{second}: the statistics file's name must end in .npz")
+        check_destination(second, DataError)
+    # Every input is checked before any image is decoded: a missing second folder or a
+    # statistics file of another size fails at once, not after the first folder's features.
+    saved = {path: FeatureStatistics.load(path) for path in inputs if is_statistics_file(path)}
+    folders = [path for path in inputs if path not in saved]
+    for path in folders:
+        image_files(path)
+    for path, stats in saved.items():
+        if folders and stats.dims != args.dims:
+            raise DataError(
+                f"{path} holds statistics of {stats.dims} features but --dims is {args.dims}: "
+                f"pass --dims {stats.dims}, or compute {path} again with --dims {args.dims}"
+            )
     model = None
 
     def statistics(path: str) -> FeatureStatistics:
         nonlocal model
-        if model is None and Path(path).is_dir():
+        if path in saved:
+            return saved[path]
+        if model is None:
             model = load_fid_inception(args.weights)
         progress = ProgressBar(0, Path(path).name or path, enabled=not args.quiet,
                                rate_unit="img")
@@ -139,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sides = []
         for path, stats in ((first, stats_a), (second, stats_b)):
-            sides.append(f"{path}: {stats.count} images" if stats.count else f"{path}: saved")
+            sides.append(f"{path}: {stats.count} images" if stats.count is not None
+                         else f"{path}: statistics file")
         print(f"FID {value:.6f}  ({'; '.join(sides)}; {stats_a.dims} features)")
     return 0

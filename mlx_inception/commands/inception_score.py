@@ -41,12 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..metrics.features import load_fid_inception
-    from ..metrics.inception_score import inception_score_of_folder
+    from ..metrics.inception_score import inception_score_of_folder, score_images
 
     if args.batch_size < 1:
         raise InceptionError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.splits < 1:
+        raise InceptionError(f"--splits must be at least 1, not {args.splits}")
     if not Path(args.folder).is_dir():
         raise DataError(f"{args.folder}: no such folder")
+    score_images(args.folder, args.splits)  # too few images: say so before loading weights
     model = load_fid_inception(args.weights)
     progress = ProgressBar(0, Path(args.folder).name or args.folder, enabled=not args.quiet,
                            rate_unit="img")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +41,13 @@ IMAGE_EXTENSIONS = (
 # Pillow's own default limit (about 89.5 million pixels, a 1 GB RGB bitmap at 4 bytes/pixel);
 # a larger image is refused before it is decoded, so a tiny crafted file cannot exhaust memory.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# What a user can do about an image refused for its size (from the command line too, where
+# there is no max_pixels to raise).
+_TOO_LARGE_ADVICE = "if you trust the file, downscale it and try again"
+
+# warnings.catch_warnings changes process-wide state: one thread at a time goes through it.
+_WARNINGS_LOCK = threading.Lock()
 
 # Transparent pixels are shown on white by browsers and viewers; compositing on the same
 # background keeps the colour the user sees (dropping alpha would expose arbitrary colours).
@@ -106,16 +115,32 @@ def load_image(
     )
 
 
+def open_image(file: str | os.PathLike | BinaryIO) -> Image.Image:
+    """Return ``Image.open(file)`` (header read, pixels not decoded), without Pillow's warning.
+
+    Pillow warns (``DecompressionBombWarning``, two lines on stderr) about images over its
+    pixel limit; this package refuses them itself with one clear line, so the warning would
+    only repeat it. It is silenced for this call only; other warnings pass as usual.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(file)
+
+
 def _decode(file: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     """Return the first frame of the image in ``file``, decoded, oriented and in RGB."""
     try:
-        image = Image.open(file)
+        image = open_image(file)
     except UnidentifiedImageError:
         raise ImageError(
             f"{name}: not an image file Pillow can read (corrupt or another format)"
         ) from None
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"{name}: refused as a possible decompression bomb ({error})") from None
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageError(
+            f"{name}: refused as a possible decompression bomb (over {limit:,} pixels); "
+            f"{_TOO_LARGE_ADVICE}"
+        ) from None
     except Exception as error:  # Pillow's plugins raise many types on bad headers
         raise ImageError(f"{name}: corrupt image header ({_first_line(error)})") from None
     # The caller closes the file; a loaded image keeps its pixels after that.
@@ -127,7 +152,7 @@ def _finish(image: Image.Image, name: str, max_pixels: int | None) -> Image.Imag
     if max_pixels is not None and image.width * image.height > max_pixels:
         raise ImageError(
             f"{name}: {image.width}x{image.height} pixels is over the limit of {max_pixels:,} "
-            "(a possible decompression bomb); raise max_pixels if you trust this file"
+            f"(a possible decompression bomb); {_TOO_LARGE_ADVICE}"
         )
     try:
         image.load()  # decode now: truncated or damaged data fails here

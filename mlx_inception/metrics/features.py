@@ -27,6 +27,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..atomic import check_destination
 from ..checkpoints import convert, store
 from ..data.transforms import resize_bilinear
 from ..errors import CheckpointError, DataError, ImageError
@@ -116,6 +117,10 @@ def save_fid_weights(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     The directory loads without PyTorch, with :func:`load_fid_inception` or
     ``mlx_inception.load``, whose ``config.json`` then builds the FID architecture.
     """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"cannot write {out_dir}: it is a file, not a folder")
+    check_destination(out_dir, CheckpointError)  # before reading and converting 95 MB
     conversion = convert_fid_weights(src)
     return store.save_weights(out_dir, conversion.weights, conversion.config)
 
@@ -184,10 +189,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     composited), unlike :func:`mlx_inception.data.images.load_image`: FID values are only
     comparable when every tool sees the same pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from ..data.images import open_image
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None

@@ -89,6 +89,13 @@ class FeatureStatistics:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such statistics file")
+        # np.load takes a file that is not an .npz (a zip archive) for a pickle, and its error
+        # suggests loading it "unsafely": statistics are never pickles, so say what it is not.
+        if not zipfile.is_zipfile(path):
+            raise DataError(
+                f"{path} is not an .npz file (not a zip archive): expected the mu and sigma "
+                "arrays that --save-stats (or pytorch-fid) writes"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [key for key in ("mu", "sigma") if key not in data.files]
@@ -103,7 +110,12 @@ class FeatureStatistics:
                 raise
             raise DataError(f"{path}: {error}") from None
         except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise DataError(f"{path} is not a readable .npz file ({error})") from None
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if "pickle" in reason:  # object arrays: never loaded, never suggested
+                reason = "it holds Python objects, not plain arrays"
+            raise DataError(
+                f"{path} is not a readable .npz file ({reason or type(error).__name__})"
+            ) from None
 
 
 def _positive_semidefinite_factor(matrix: np.ndarray) -> np.ndarray:
@@ -165,6 +177,26 @@ def is_statistics_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".npz")
 
 
+def image_files(source: str | os.PathLike) -> list[Path]:
+    """Return the images of a folder whose statistics can be computed (at least 2 of them).
+
+    Raises DataError naming the folder when it is missing, not a folder, or has too few
+    images: cheap checks, made before any image is decoded.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such folder or .npz file")
+    if not path.is_dir():
+        raise DataError(f"{path}: neither a folder of images nor an .npz statistics file")
+    files = list_images(path)
+    kinds = ".bmp, .jpg, .jpeg, .pgm, .png, .ppm, .tif, .tiff or .webp"
+    if not files:
+        raise DataError(f"no images in {path} (files directly inside it: {kinds})")
+    if len(files) < 2:
+        raise DataError(f"{path}: FID needs at least 2 images, found 1 ({kinds})")
+    return files
+
+
 def compute_statistics(
     source: str | os.PathLike,
     model: InceptionV3,
@@ -175,17 +207,7 @@ def compute_statistics(
     """Return the statistics of a folder of images, or those saved in an ``.npz`` file."""
     if is_statistics_file(source):
         return FeatureStatistics.load(source)
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such folder or .npz file")
-    if not path.is_dir():
-        raise DataError(f"{path}: neither a folder of images nor an .npz statistics file")
-    files = list_images(path)
-    if len(files) < 2:
-        raise DataError(
-            f"{path}: FID needs at least 2 images, found {len(files)} "
-            "(.bmp, .jpg, .jpeg, .pgm, .png, .ppm, .tif, .tiff or .webp)"
-        )
+    files = image_files(source)
     return FeatureStatistics.from_features(
         extract_features(model, files, batch_size=batch_size, dims=dims, progress=progress)
     )

@@ -74,11 +74,27 @@ def inception_score_of_folder(
     progress: Progress | None = None,
 ) -> InceptionScore:
     """Return the Inception Score of the images directly inside ``folder`` (sorted by name)."""
+    files = score_images(folder, splits)
+    features = extract_features(model, files, batch_size=batch_size, progress=progress)
+    return inception_score(class_probabilities(model, features), splits=splits)
+
+
+def score_images(folder: str | os.PathLike, splits: int = DEFAULT_SPLITS) -> list[Path]:
+    """Return the images of ``folder`` to score in ``splits`` parts; raise DataError if too few.
+
+    Cheap (nothing is decoded), so a command checks its folder before loading the network.
+    """
+    if splits < 1:
+        raise DataError(f"splits must be at least 1, not {splits}")
     files = list_images(folder)
+    if not files:
+        raise DataError(
+            f"no images in {Path(folder)} (files directly inside it: .bmp, .jpg, .jpeg, .pgm, "
+            ".png, .ppm, .tif, .tiff or .webp)"
+        )
     if len(files) < max(splits, 1):
         raise DataError(
             f"{Path(folder)}: {len(files)} images, but {splits} splits need at least {splits}: "
             "use more images or a smaller --splits"
         )
-    features = extract_features(model, files, batch_size=batch_size, progress=progress)
-    return inception_score(class_probabilities(model, features), splits=splits)
+    return files
