@@ -306,3 +306,25 @@ def test_evaluate_command_refuses_a_folder_without_classes_before_loading_weight
     )
     assert status == 1
     assert err.startswith(f"error: {tmp_path}: no class folders")
+
+
+def test_evaluate_command_with_no_readable_image_reports_no_accuracy(
+    tiny_weights, tmp_path, capsys
+):
+    (tmp_path / "tabby").mkdir()
+    bad = tmp_path / "tabby" / "notes.png"
+    bad.write_text("not an image")
+    status, out, err = run_cli(capsys, "evaluate", "--data", str(tmp_path), "--weights",
+                               str(tiny_weights), "--json", "--quiet")
+    assert status == 1
+    result = json.loads(out)
+    # No image, no accuracy: null, not a 0% that reads as "every prediction was wrong".
+    assert (result["top1"], result["top5"], result["count"]) == (None, None, 0)
+    assert err.splitlines()[-1] == f"error: no images were evaluated in {tmp_path} (all 1 failed)"
+
+    status, out, err = run_cli(capsys, "evaluate", "--data", str(tmp_path), "--weights",
+                               str(tiny_weights), "--quiet")
+    assert status == 1 and out == "" and "accuracy" not in err
+    assert err.splitlines() == [f"error: {bad}: not an image file Pillow can read (corrupt or "
+                                "another format)",
+                                f"error: no images were evaluated in {tmp_path} (all 1 failed)"]

@@ -148,3 +148,42 @@ def test_paths_are_listed_once_in_the_order_given(photos):
     names = [Path(f).name for f in files]
     assert names == ["rocket.jpg", "bad.jpg", "cat.png", "coffee.png"]
     assert missing == [(str(photos / "x"), f"{photos / 'x'}: no such file or folder")]
+
+
+@pytest.fixture(scope="module")
+def uncalibrated_weights(module_tmp) -> Path:
+    """Random weights with unit BatchNorm statistics: logits about 1e10, beyond float16."""
+    import mlx.core as mx
+    from test_predictor import SMALL
+
+    from mlx_inception.model import InceptionV3, InceptionV3Config
+
+    mx.random.seed(0)
+    config = InceptionV3Config(aux_logits=False, preprocessing=SMALL)
+    return save_model(InceptionV3(config), module_tmp("uncalibrated") / "weights")
+
+
+def strict_json(line: str) -> dict:
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_an_output_that_overflowed_is_an_error_never_a_nan_probability(
+    uncalibrated_weights, capsys
+):
+    status, out, err = run_cli(capsys, PHOTOS[0], "--weights", str(uncalibrated_weights),
+                               "--json", "--dtype", "float16")
+    assert status == 1
+    [line] = [strict_json(line) for line in out.splitlines()]
+    assert line == {"path": PHOTOS[0], "error": f"{PHOTOS[0]}: the network's output is not "
+                    "finite (NaN or infinity); float16 overflowed (its largest value is 65504): "
+                    "run in float32 or bfloat16 (--dtype)"}
+    status, out, err = run_cli(capsys, PHOTOS[0], "--weights", str(uncalibrated_weights),
+                               "--dtype", "float16")
+    assert status == 1 and out == "" and "nan" not in err
+    assert err.splitlines()[0] == f"error: {line['error']}"
+    # In float32 the same network's huge logits are finite: a (certain) prediction.
+    status, out, _ = run_cli(capsys, PHOTOS[0], "--weights", str(uncalibrated_weights), "--json")
+    assert status == 0 and strict_json(out)["top_k"][0]["probability"] == pytest.approx(1.0)

@@ -58,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     for _, error in result.failed:
         print(f"error: {error}", file=sys.stderr)
+    if result.count == 0:
+        unreadable = f" (all {len(result.failed)} failed)" if result.failed else ""
+        print(f"error: no images were evaluated in {folder.root}{unreadable}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))
-    else:
+    elif result.count:
         print(
             f"{folder.root}: {len(folder.classes)} classes (matched by {how}), "
             f"{result.count} images, {result.crops} crop{'s' if result.crops > 1 else ''}"

@@ -92,17 +92,18 @@ class Evaluation:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def top1(self) -> float:
-        """Top-1 accuracy as a fraction (0 when nothing was evaluated)."""
-        return self.top1_correct / self.count if self.count else 0.0
+    def top1(self) -> float | None:
+        """Top-1 accuracy as a fraction (None when no image was evaluated: there is none)."""
+        return self.top1_correct / self.count if self.count else None
 
     @property
-    def top5(self) -> float:
-        """Top-5 accuracy as a fraction (0 when nothing was evaluated)."""
-        return self.top5_correct / self.count if self.count else 0.0
+    def top5(self) -> float | None:
+        """Top-5 accuracy as a fraction (None when no image was evaluated: there is none)."""
+        return self.top5_correct / self.count if self.count else None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form: ``{"top1", "top5", "count", ...}``."""
+        """Return the JSON form: ``{"top1", "top5", "count", ...}`` (accuracies null when
+        ``count`` is 0)."""
         return {
             "top1": self.top1,
             "top5": self.top5,

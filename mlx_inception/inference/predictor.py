@@ -249,6 +249,11 @@ class Predictor:
                 continue
             # Average the softmax over the image's crops (one row when crops=1).
             probabilities = crop_probabilities[offset : offset + len(value)].mean(axis=0)
+            if not np.all(np.isfinite(probabilities)):
+                # NaN is no probability (nor valid JSON): the image gets an error instead.
+                results.append(Prediction(name, error=self._non_finite_error(name)))
+                offset += len(value)
+                continue
             prediction = Prediction(
                 name, top_k_of(probabilities, self.top_k, self.labels), probabilities
             )
@@ -257,6 +262,15 @@ class Predictor:
             offset += len(value)
             results.append(prediction)
         return results
+
+    def _non_finite_error(self, name: str) -> str:
+        """Return the one-line error for an image whose output holds NaN or infinity."""
+        if self.input_dtype == mx.float16:
+            cause = ("float16 overflowed (its largest value is 65504): run in float32 or "
+                     "bfloat16 (--dtype)")
+        else:
+            cause = "the weights hold NaN/infinite values or activations too large to represent"
+        return f"{name}: the network's output is not finite (NaN or infinity); {cause}"
 
 
 def _as_sources(inputs: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
