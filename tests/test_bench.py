@@ -158,3 +158,69 @@ def test_bench_command_runs_both_frameworks_in_fresh_processes_and_prints_json(t
     assert "round 1/1: infer b1 75px float32: torch" in done.stderr
     saved = json.loads(output.read_text())
     assert len(saved["measurements"]) == 3
+
+
+def run_bench(capsys, *argv: str) -> tuple[int, str, str]:
+    from mlx_inception import cli
+
+    status = cli.main(["bench", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_bench_help_shows_no_empty_defaults(capsys):
+    with pytest.raises(SystemExit):
+        run_bench(capsys, "--help")
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: 3)" in text  # --rounds: real defaults are still shown
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--rounds", "0", "--rounds must be at least 1, not 0"),
+    ("--iterations", "-1", "--iterations must be at least 1, not -1"),
+    ("--batch-sizes", "0", "--batch-sizes must be at least 1, not 0"),
+    ("--image-size", "32", "--image-size must be at least 75, not 32"),
+])
+def test_counts_that_cannot_be_measured_are_one_line_errors(capsys, monkeypatch, flag, value,
+                                                            message):
+    monkeypatch.setattr(benchmark, "run_benchmark", _never_measure)
+    assert run_bench(capsys, flag, value) == (1, "", f"error: {message}\n")
+
+
+def _never_measure(*args, **kwargs):
+    raise AssertionError("measured before the arguments were checked")
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_measuring(
+    capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(benchmark, "run_benchmark", _never_measure)
+    (tmp_path / "afile").write_text("")
+    status, out, err = run_bench(capsys, "--output", str(tmp_path / "afile" / "results.json"))
+    assert (status, out) == (1, "")
+    assert err == (f"error: cannot write {tmp_path}/afile/results.json: {tmp_path}/afile is a "
+                   "file, not a folder\n")
+
+
+def test_results_are_printed_before_the_file_is_written_so_a_failed_write_loses_nothing(
+    capsys, monkeypatch, tmp_path
+):
+    output = tmp_path / "out" / "results.json"
+
+    def measure_then_lose_the_folder(cases, frameworks, **kwargs):
+        # The folder checked at the start is gone by the end (deleted, replaced by a file).
+        (tmp_path / "out").rmdir()
+        (tmp_path / "out").write_text("")
+        return [Measurement("mlx", cases[0], 0, times=[0.5], peak_mib=10.0)]
+
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(benchmark, "run_benchmark", measure_then_lose_the_folder)
+    status, out, err = run_bench(capsys, "--frameworks", "mlx", "--batch-sizes", "1",
+                                 "--dtypes", "float32", "--train-batch", "0", "--json",
+                                 "--output", str(output))
+    assert status == 1
+    [row] = json.loads(out)["rows"]
+    assert row["images_per_s"] == 2.0
+    assert err == f"error: cannot write {output}: {tmp_path}/out is a file, not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -8,6 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import InceptionError
+from . import HelpFormatter
+
+# Inception-v3's smallest input: below 75 pixels a stride-2 layer has nothing left to cover.
+MIN_IMAGE_SIZE = 75
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "BLAS and MLX device were used. Needs torch and torchvision for the comparison "
             "(pip install -e '.[dev]'); without them only MLX is measured."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8],
                         help="inference batch sizes")
@@ -51,10 +57,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Raise InceptionError (one line) for a count or size that cannot be measured."""
+    at_least = [("--rounds", [args.rounds], 1), ("--iterations", [args.iterations], 1),
+                ("--batch-sizes", args.batch_sizes, 1), ("--warmup", [args.warmup], 0),
+                ("--train-batch", [args.train_batch], 0), ("--threads", [args.threads], 1),
+                ("--image-size", [args.image_size], MIN_IMAGE_SIZE),
+                ("--train-sizes", args.train_sizes, MIN_IMAGE_SIZE)]
+    for flag, values, minimum in at_least:
+        for value in values:
+            if value < minimum:
+                raise InceptionError(f"{flag} must be at least {minimum}, not {value}")
+    if not args.budget > 0:
+        raise InceptionError(f"--budget must be more than 0 seconds, not {args.budget}")
+
+
 def run(args: argparse.Namespace) -> int:
     from importlib.util import find_spec
 
     from .. import benchmark
+    from ..atomic import check_destination, write_text_atomically
+
+    check_arguments(args)
+    if args.output:
+        # Minutes of measurements must not be lost to a bad path found at the end.
+        if args.output.is_dir():
+            raise InceptionError(f"--output {args.output} is a folder: name a file")
+        check_destination(args.output)
 
     frameworks = list(args.frameworks)
     if "torch" in frameworks and (find_spec("torch") is None or find_spec("torchvision") is None):
@@ -80,15 +109,15 @@ def run(args: argparse.Namespace) -> int:
             for m in measurements
         ],
     }
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=1))
+    # The results are printed first: if writing the file fails after all, they are on screen.
     if args.json:
-        print(json.dumps({"environment": info, "rows": result["rows"]}))
+        print(json.dumps({"environment": info, "rows": result["rows"]}), flush=True)
     else:
         print(benchmark.format_environment(info))
         print()
-        print(benchmark.format_table(rows))
+        print(benchmark.format_table(rows), flush=True)
+    if args.output:
+        write_text_atomically(args.output, json.dumps(result, indent=1))
     failed = [m for m in measurements if m.error and not m.times]
     crashed = [m for m in failed if m.error.startswith(("worker exited", "timed out"))]
     for m in failed:
