@@ -517,6 +517,10 @@ def test_checkpoints_are_complete_and_linked_as_last_and_best(straight_run):
                          "trainer_state.json"}
     # Only what the links point at is kept.
     assert {p.resolve() for p in (straight_run / "checkpoints").iterdir()} == {last, best}
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (last, best):  # readable as its neighbours are, not owner-only as mkdtemp's
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_path,

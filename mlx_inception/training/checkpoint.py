@@ -27,13 +27,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
+from ..atomic import make_staging_dir
 from ..checkpoints.store import save_weights, write_safetensors
 from ..errors import CheckpointError
 from ..model import InceptionV3Config
@@ -65,7 +65,7 @@ def save_checkpoint(
     parent = run_dir / CHECKPOINTS
     parent.mkdir(parents=True, exist_ok=True)
     folder = _unused(parent, name)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    temporary = make_staging_dir(parent, f".{name}-")  # the usual permissions, not mkdtemp's
     try:
         mx.eval(dict(arrays), dict(weights))
         state_file = temporary / TRAINING_STATE
