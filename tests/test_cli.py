@@ -35,6 +35,14 @@ def test_a_mistyped_command_line_is_one_line_pointing_at_help(arguments, capsys)
     assert "--help)" in captured.err
 
 
+def test_a_count_that_is_not_a_number_says_so_in_words(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "photo.jpg", "--batch-size", "abc"])
+    assert capsys.readouterr().err == (
+        "error: argument --batch-size: must be a whole number, not 'abc' "
+        "(see mlx-inception predict --help)\n")
+
+
 def test_a_closed_pipe_stops_quietly():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader (`| head -1`) has gone before anything is written

@@ -25,7 +25,10 @@ def default_weights() -> str:
 
 def positive_int(text: str) -> int:
     """Return ``text`` as an integer of at least 1 (an argparse type)."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
