@@ -378,6 +378,52 @@ def test_pixel_limit_is_adjustable(tmp_path, chelsea):
     assert load_image(path, max_pixels=None).size == chelsea.size
 
 
+# 195 megapixels: over twice Pillow's own limit (2 x 89,478,485), so Image.open itself refuses
+# it unless our max_pixels is what Pillow applies.
+LARGE_SIZE = (15_000, 13_000)
+
+
+@pytest.fixture(scope="module")
+def large_png(tmp_path_factory):
+    """A real 15000x13000 1-bit PNG of 24 KB: its top-left 8x1 pixels white, the rest black."""
+    width, height = LARGE_SIZE
+    row_bytes = (width + 7) // 8  # 1 bit per pixel; each row starts with its filter byte (0)
+    compressor = zlib.compressobj(9)
+    rows = [compressor.compress(b"\0\xff" + b"\0" * (row_bytes - 1))]
+    rows += [compressor.compress(b"\0" * (1 + row_bytes)) for _ in range(height - 1)]
+    rows.append(compressor.flush())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    path = tmp_path_factory.mktemp("large") / "large.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", b"".join(rows))
+        + chunk(b"IEND", b"")
+    )
+    yield path
+    path.unlink()  # decoded it is about 0.8 GB; on disk 24 KB, but leave nothing behind
+
+
+def test_an_image_over_pillows_own_limit_loads_with_max_pixels_none(large_png):
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    image = load_image(large_png, max_pixels=None)
+    assert image.size == LARGE_SIZE and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == image.getpixel((7, 0)) == (255, 255, 255)
+    assert image.getpixel((8, 0)) == image.getpixel((14_999, 12_999)) == (0, 0, 0)
+    assert Image.MAX_IMAGE_PIXELS == pillows_limit  # Pillow's limit is put back
+
+
+def test_our_max_pixels_not_pillows_limit_refuses_a_large_image_before_decoding(large_png):
+    # 190 million is over Pillow's refusal threshold (178,956,970) and under the image's size.
+    with pytest.raises(ImageError, match="15000x13000 pixels is over the limit of 190,000,000"):
+        load_image(large_png, max_pixels=190_000_000)
+
+
 def test_a_truncated_file_opened_by_the_caller_is_refused(tmp_path, chelsea):
     buffer = io.BytesIO()
     chelsea.save(buffer, format="PNG")

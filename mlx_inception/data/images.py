@@ -10,6 +10,8 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,8 +48,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # there is no max_pixels to raise).
 _TOO_LARGE_ADVICE = "if you trust the file, downscale it and try again"
 
-# warnings.catch_warnings changes process-wide state: one thread at a time goes through it.
-_WARNINGS_LOCK = threading.Lock()
+# Pillow's pixel limit (Image.MAX_IMAGE_PIXELS) and warnings.catch_warnings are process-wide
+# state: one thread at a time changes them, and puts them back.
+_PILLOW_STATE_LOCK = threading.Lock()
 
 # Transparent pixels are shown on white by browsers and viewers; compositing on the same
 # background keeps the colour the user sees (dropping alpha would expose arbitrary colours).
@@ -115,31 +118,47 @@ def load_image(
     )
 
 
-def open_image(file: str | os.PathLike | BinaryIO) -> Image.Image:
-    """Return ``Image.open(file)`` (header read, pixels not decoded), without Pillow's warning.
-
-    Pillow warns (``DecompressionBombWarning``, two lines on stderr) about images over its
-    pixel limit; this package refuses them itself with one clear line, so the warning would
-    only repeat it. It is silenced for this call only; other warnings pass as usual.
-    """
-    with _WARNINGS_LOCK, warnings.catch_warnings():
+@contextmanager
+def _pillow_pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Hold Pillow's own pixel limit at ``max_pixels`` (None: none) and silence its warning."""
+    with _PILLOW_STATE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def open_image(
+    file: str | os.PathLike | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Return ``Image.open(file)`` (header read, pixels not decoded) under our pixel limit.
+
+    Pillow refuses an image over twice its own limit (``Image.MAX_IMAGE_PIXELS``) while opening
+    it, before a caller can apply another: for this call Pillow's limit is ``max_pixels``
+    (None: no limit), so that limit decides. Pillow's ``DecompressionBombWarning`` (two lines
+    on stderr) is silenced for this call only, as this package refuses such images itself
+    with one clear line; other warnings pass as usual. Raises ``DecompressionBombError`` for
+    an image over twice ``max_pixels``.
+    """
+    with _pillow_pixel_limit(max_pixels):
         return Image.open(file)
 
 
 def _decode(file: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     """Return the first frame of the image in ``file``, decoded, oriented and in RGB."""
     try:
-        image = open_image(file)
+        image = open_image(file, max_pixels)
     except UnidentifiedImageError:
         raise ImageError(
             f"{name}: not an image file Pillow can read (corrupt or another format)"
         ) from None
-    except Image.DecompressionBombError:
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    except Image.DecompressionBombError:  # over twice max_pixels: Pillow gives no size
         raise ImageError(
-            f"{name}: refused as a possible decompression bomb (over {limit:,} pixels); "
-            f"{_TOO_LARGE_ADVICE}"
+            f"{name}: over twice the limit of {max_pixels or 0:,} pixels (a possible "
+            f"decompression bomb); {_TOO_LARGE_ADVICE}"
         ) from None
     except Exception as error:  # Pillow's plugins raise many types on bad headers
         raise ImageError(f"{name}: corrupt image header ({_first_line(error)})") from None
@@ -155,7 +174,14 @@ def _finish(image: Image.Image, name: str, max_pixels: int | None) -> Image.Imag
             f"(a possible decompression bomb); {_TOO_LARGE_ADVICE}"
         )
     try:
-        image.load()  # decode now: truncated or damaged data fails here
+        # Decode now: truncated or damaged data fails here. Some decoders (GIF, ICO, ICNS)
+        # check Pillow's limit again while decoding; an image our limit accepts but Pillow's
+        # would not is decoded under ours (one at a time: the limit is process-wide).
+        if _over_pillows_limit(image.width * image.height):
+            with _pillow_pixel_limit(max_pixels):
+                image.load()
+        else:
+            image.load()
     except Exception as error:  # decoders raise OSError, ValueError, EOFError, ...
         raise ImageError(f"{name}: corrupt or truncated image ({_first_line(error)})") from None
     try:
@@ -163,6 +189,12 @@ def _finish(image: Image.Image, name: str, max_pixels: int | None) -> Image.Imag
     except Exception:  # a damaged EXIF block should not lose a readable photo
         oriented = image
     return to_rgb(oriented, name)
+
+
+def _over_pillows_limit(pixels: int) -> bool:
+    with _PILLOW_STATE_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and pixels > limit
 
 
 def _first_line(error: Exception) -> str:
