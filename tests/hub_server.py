@@ -18,8 +18,9 @@ It serves what huggingface_hub's client calls (read from huggingface_hub 2.4's s
 Tokens: ``Authorization: Bearer <token>``; a token not in ``server.tokens`` gets 401 "Invalid
 credentials", private repos need a valid one (else 401 RepoNotFound, as the Hub answers), writes
 need one. ``server.faults[(repo_id, path)] = "corrupt" | "truncate"`` makes the CDN serve flipped
-bytes at the right size, or half the file with a consistent Content-Length. Every request is
-logged in ``server.requests``.
+bytes at the right size, or half the file with a consistent Content-Length; ``"drop"`` makes the
+API close the connection when the file is asked for, without answering (the network went down
+after the repo listing). Every request is logged in ``server.requests``.
 """
 
 from __future__ import annotations
@@ -370,6 +371,10 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _resolve(self, method: str, repo: str, rev: str, path: str) -> None:
+        if self.hub.faults.get((repo, path)) == "drop":
+            # The connection goes down before any answer: the client sees a network failure.
+            self.close_connection = True
+            return None
         hub_repo = self._repo(repo, files=True)
         commit = self._commit_of(hub_repo, rev)
         if path not in commit.files:

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 from conftest import real_photos
 from hub_server import HubServer, free_port
-from huggingface_hub import constants
+from huggingface_hub import constants, hf_hub_download
 
 import mlx_inception
 from mlx_inception import cli
@@ -192,7 +193,29 @@ def relative_error(actual, expected) -> float:
 
 def converted_entries(cache: Path) -> list[Path]:
     """Every complete converted directory in the cache."""
-    return [path.parent for path in cache.glob("models--*/mlx-inception/*/*/config.json")]
+    return [path.parent for path in cache.glob("models--*/mlx-inception/conversions/*/config.json")]
+
+
+def add_timm_repo(server: HubServer, upstream: dict, name: str) -> str:
+    """A timm-style repo of its own for a test that pushes commits to it; its repo id."""
+    repo_id = f"tester/{name}"
+    server.add_repo(
+        repo_id,
+        {
+            "README.md": b"# first\n",
+            "config.json": json.dumps(TIMM_CUSTOM_CONFIG).encode(),
+            "model.safetensors": upstream["safetensors"],
+        },
+    )
+    return repo_id
+
+
+def fc_bias(directory: Path) -> np.ndarray:
+    return np.array(store.load_weights(directory)[0]["fc.bias"])
+
+
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def blob_files(cache: Path) -> list[Path]:
@@ -350,7 +373,7 @@ def test_interrupted_conversion_leaves_no_entry_and_is_redone_without_download(
     with pytest.raises(KeyboardInterrupt):
         hub.resolve(TV_NAME)
     assert converted_entries(hf_cache) == []
-    assert list(hf_cache.glob("models--*/mlx-inception/*/.partial-*")) == []
+    assert list(hf_cache.glob("models--*/mlx-inception/conversions/.partial-*")) == []
     assert hub.cached_path(TV_NAME) is None
 
     monkeypatch.setattr(hub.store, "save_weights", real_save)
@@ -358,6 +381,139 @@ def test_interrupted_conversion_leaves_no_entry_and_is_redone_without_download(
     path = hub.resolve(TV_NAME)
     assert store.is_weights_dir(path)
     assert server.count("GET", port="cdn") == downloads  # the verified original was reused
+
+
+# ----------------------------------------------------------------------------------------------
+# A cached conversion damaged after it was made (a file deleted or cut short)
+
+
+@pytest.mark.parametrize("missing", ["model.safetensors", "config.json"])
+def test_a_conversion_missing_a_file_is_converted_again_without_download(
+    server, hf_cache, missing
+):
+    path = hub.resolve(TV_NAME)
+    (path / missing).unlink()
+    downloads = server.count("GET", port="cdn")
+    assert hub.resolve(TV_NAME) == path
+    assert store.read_config(path).source["registry_name"] == TV_NAME
+    assert fc_bias(path).shape == (1000,)
+    assert server.count("GET", port="cdn") == downloads  # the verified original was reused
+    assert list(path.parent.glob(".*")) == []  # nothing partial or set aside is left
+
+
+def test_load_of_a_truncated_conversion_converts_it_again(server, upstream, hf_cache):
+    path = hub.resolve(TV_NAME)
+    cut_in_half(path / store.WEIGHTS_FILE)
+    model = mlx_inception.load(TV_NAME)
+    images = real_photos(75, 1)
+    error = relative_error(model(mx.array(images)), torchvision_logits(upstream["model"], images))
+    assert error <= RELATIVE_TOLERANCE
+
+
+def test_offline_a_damaged_conversion_is_a_one_line_error_that_says_how_to_fix_it(
+    server, hf_cache, monkeypatch
+):
+    path = hub.resolve(TV_NAME)
+    cut_in_half(path / store.WEIGHTS_FILE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve(TV_NAME)
+    message = single_line_hub_error(excinfo)
+    assert f"the cached conversion of {TV_REPO}@main at {path} is damaged" in message
+    assert f"run `mlx-inception download {TV_NAME}` with the network on" in message
+    assert hub.cached_path(TV_NAME) is None  # nor is it offered as cached
+
+
+def test_a_conversion_another_process_put_in_place_first_is_kept(
+    server, hf_cache, monkeypatch, tmp_path
+):
+    path = hub.resolve(TV_NAME)
+    theirs = shutil.copytree(path, tmp_path / "theirs")
+    (theirs / "made-by-the-other-process").touch()
+    (path / store.WEIGHTS_FILE).unlink()  # damaged: both processes convert it again
+    real_save = store.save_weights
+
+    def save_while_the_other_process_finishes(out_dir, *args, **kwargs):
+        real_save(out_dir, *args, **kwargs)
+        shutil.rmtree(path)
+        shutil.copytree(theirs, path)
+
+    monkeypatch.setattr(hub.store, "save_weights", save_while_the_other_process_finishes)
+    assert hub.resolve(TV_NAME) == path
+    assert (path / "made-by-the-other-process").exists()
+    assert list(path.parent.glob(".*")) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Upstream commits: a conversion per weight file, refs moved only by a resolve that worked
+
+
+def test_a_new_commit_with_the_same_weight_file_reuses_the_conversion(
+    server, upstream, hf_cache, monkeypatch
+):
+    repo_id = add_timm_repo(server, upstream, "docs-update")
+    first = hub.resolve(repo_id)
+    server.commit(repo_id, {"README.md": b"# docs only\n"})
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(hub.convert, "convert_state_dict", no_conversion)
+    downloads = server.count("GET", port="cdn")
+    assert hub.resolve(repo_id) == first
+    assert server.count("GET", port="cdn") == downloads
+    assert converted_entries(hf_cache) == [first]  # one copy of the weights, not one per commit
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve(repo_id) == first  # the new commit leads there offline too
+
+
+def test_a_failed_update_leaves_the_last_conversion_in_use_until_one_succeeds(
+    server, upstream, hf_cache, monkeypatch
+):
+    repo_id = add_timm_repo(server, upstream, "failed-update")
+    first = hub.resolve(repo_id)
+    server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
+    monkeypatch.setitem(server.faults, (repo_id, "model.safetensors"), "corrupt")
+    with pytest.raises(HubError, match="does not match"):
+        hub.resolve(repo_id)
+    assert hub.resolve(repo_id, offline=True) == first
+    assert hub.cached_path(repo_id) == first  # what the desktop app looks up at start
+
+    monkeypatch.delitem(server.faults, (repo_id, "model.safetensors"))
+    updated = hub.resolve(repo_id)
+    np.testing.assert_array_equal(fc_bias(updated), upstream["fc_bias"] + 1.0)
+    assert hub.resolve(repo_id, offline=True) == updated
+
+
+def test_an_update_that_cannot_reach_the_hub_uses_the_last_conversion_with_a_warning(
+    server, upstream, hf_cache, monkeypatch, caplog
+):
+    repo_id = add_timm_repo(server, upstream, "network-drop")
+    first = hub.resolve(repo_id)
+    server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
+    # The listing answers, then the connection drops when the new file is asked for.
+    monkeypatch.setitem(server.faults, (repo_id, "model.safetensors"), "drop")
+    with caplog.at_level(logging.WARNING, logger="mlx_inception.checkpoints.hub"):
+        assert hub.resolve(repo_id) == first
+    assert f"cannot reach {server.endpoint}" in caplog.text
+
+
+def test_offline_falls_back_to_the_newest_conversion_when_another_tool_moved_the_ref(
+    server, upstream, hf_cache, monkeypatch, caplog
+):
+    repo_id = add_timm_repo(server, upstream, "moved-ref")
+    first = hub.resolve(repo_id)
+    latest = server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
+    # timm (or `hf download`) fetching a file of main moves the shared cache's refs/main.
+    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
+    ref = hf_cache / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    assert ref.read_text() == latest
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.WARNING, logger="mlx_inception.checkpoints.hub"):
+        assert hub.resolve(repo_id) == first
+    assert "another tool moved the ref" in caplog.text
+    with pytest.raises(HubError, match="not in the local cache"):
+        hub.resolve(repo_id, revision=latest)  # a commit hash never stands for another commit
 
 
 # ----------------------------------------------------------------------------------------------

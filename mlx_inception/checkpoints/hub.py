@@ -12,12 +12,19 @@ Everything lives in huggingface_hub's cache, so ``HF_HOME``/``HF_HUB_CACHE``, ``
 the repo from the cache (``hf cache delete``) deletes its conversions too::
 
     {HF_HUB_CACHE}/models--{owner}--{name}/
-        blobs/ refs/ snapshots/               huggingface_hub's copy of the original files
-        mlx-inception/{commit}/{key}/         converted: config.json + model.safetensors
+        blobs/ refs/ snapshots/                   huggingface_hub's copy of the original files
+        mlx-inception/conversions/{key}/          converted: config.json + model.safetensors
+        mlx-inception/commits/{commit}/{key}.json which conversion that commit's file gives
 
 ``key`` is the first 16 hex digits of the source file's SHA-256 and a fingerprint of the config
-applied to it. A conversion is written under a temporary name and renamed into place, so an
-interrupted one never leaves an entry that a later load would use.
+applied to it, so a conversion, like a blob, is stored once however many commits carry the same
+file; each commit that resolved to it gets a small record (the file's name and SHA-256 and the
+revisions that led there), as snapshots link to blobs. A conversion is written under a temporary
+name and renamed into place, so an interrupted one never leaves an entry that a later load would
+use; an entry damaged later (a file deleted or cut short) is noticed when it is looked up,
+because it is read as ``load`` reads it, and is converted again (offline: a one-line error).
+A revision's ref is recorded only once it resolved, so an interrupted update leaves the last
+good conversion in use.
 
 huggingface_hub checks a downloaded file's size, not its content; here every weight file is
 hashed and compared with the hash the Hub announces (the LFS SHA-256, or the git blob id of a
@@ -69,6 +76,7 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 GIT_SHA1_PATTERN = re.compile(r"[0-9a-f]{40}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+KEY_PATTERN = re.compile(r"[0-9a-f]{16}-[0-9a-f]{8}")
 # Unused partial conversions (a killed process) older than this are removed.
 STALE_PARTIAL_SECONDS = 24 * 3600
 
@@ -198,6 +206,14 @@ def _is_server_failure(error: BaseException) -> bool:
     return isinstance(error, _transport_errors())
 
 
+class _Unreachable(HubError):
+    """A download failed because the Hub could not be reached or failed (not the repo's fault)."""
+
+    def __init__(self, message: str, cause: BaseException):
+        super().__init__(message)
+        self.cause = cause
+
+
 def hub_error(
     error: BaseException,
     *,
@@ -323,6 +339,31 @@ def _is_complete(directory: Path) -> bool:
     )
 
 
+def _damage(directory: Path) -> str | None:
+    """Return why a cached weights directory cannot be loaded, or None when it can.
+
+    It is read as ``mlx_inception.load`` reads it (config, safetensors header and offsets,
+    every key and shape): about 20 ms for Inception-v3, as the tensors are not read.
+    """
+    try:
+        weights, config = store.load_weights(directory)
+        convert.check_weights(weights, config)
+    except CheckpointError as error:
+        return _one_line(str(error).replace(f"{directory}{os.sep}", ""), 120)
+    return None
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What the cache holds for a target: a usable directory, or the damaged one in the way."""
+
+    path: Path | None = None
+    commit: str | None = None  # the commit whose record led to ``path``
+    fallback: bool = False  # the revision's last known commit had nothing usable
+    damaged: Path | None = None
+    reason: str = ""
+
+
 class RepoCache:
     """One Hub repo's folder in huggingface_hub's cache, with this project's conversions."""
 
@@ -330,6 +371,8 @@ class RepoCache:
         self.repo_id = repo_id
         self.storage = cache_dir / ("models--" + repo_id.replace("/", "--"))
         self.converted = self.storage / CONVERTED_FOLDER
+        self.conversions = self.converted / "conversions"
+        self.commits = self.converted / "commits"
 
     def commit_for(self, revision: str) -> str | None:
         """Return the commit a revision was last seen at (from refs/), or None."""
@@ -351,56 +394,120 @@ class RepoCache:
             return
         write_text_atomically(ref, commit)
 
-    def entry_dir(self, commit: str, sha256: str, config: InceptionV3Config) -> Path:
+    def entry_dir(self, sha256: str, config: InceptionV3Config) -> Path:
         """Return where the conversion of a file (by hash) with ``config`` is cached."""
-        return self.converted / commit / f"{sha256[:16]}-{config_fingerprint(config)}"
+        return self.conversions / f"{sha256[:16]}-{config_fingerprint(config)}"
+
+    def record(self, commit: str, entry: Path, filename: str, sha256: str, revision: str) -> None:
+        """Record that ``filename`` at ``commit``, reached by ``revision``, gives ``entry``."""
+        path = self.commits / commit / f"{entry.name}.json"
+        data = _read_json(path)
+        revisions = data.get("revisions", []) if isinstance(data, dict) else []
+        if not isinstance(revisions, list):
+            revisions = []
+        if revision != commit and revision not in revisions:
+            revisions.append(revision)
+        new = {"file": filename, "sha256": sha256, "revisions": revisions}
+        if data != new:
+            write_text_atomically(path, json.dumps(new, indent=2) + "\n")
 
     def snapshot(self, commit: str) -> Path:
         return self.storage / "snapshots" / commit
 
     def find(self, target: Target) -> Path | None:
-        """Return a cached weights directory for ``target`` without any network, or None."""
-        commit = self.commit_for(target.revision)
-        if commit is None:
-            return None
-        folder = self.converted / commit
-        candidates = []
-        if folder.is_dir():
-            for directory in sorted(folder.iterdir()):
-                if directory.name.startswith(".") or not _is_complete(directory):
-                    continue
-                source = (_read_json(directory / store.CONFIG_FILE) or {}).get("source") or {}
-                if target.filename and source.get("file") != target.filename:
-                    continue
-                if target.pinned_sha256 and source.get("sha256") != target.pinned_sha256:
-                    continue
-                candidates.append((directory, source))
-        if candidates:
-            preferred = self._expected_fingerprint(target, commit)
+        """Return a usable cached weights directory for ``target`` without any network, or None."""
+        return self.lookup(target).path
 
-            def rank(item: tuple[Path, dict]) -> tuple[bool, bool]:
-                directory, source = item
+    def lookup(self, target: Target) -> CacheLookup:
+        """Return what the cache holds for ``target``, without any network.
+
+        First the conversions recorded for the commit the revision was last seen at; when that
+        commit has none (another tool moved the ref, e.g. timm downloading ``main``), a branch
+        or tag falls back to the newest conversion recorded for the same revision and file (a
+        commit hash never falls back). A damaged conversion is reported, not skipped.
+        """
+        commit = self.commit_for(target.revision)
+        if commit is not None:
+            preferred = self._expected_fingerprint(target, commit)
+            records = self._records(target, [commit])
+
+            def rank(item: tuple[Path, dict, str, float]) -> tuple[bool, bool]:
+                entry, data, _, _ = item
                 return (
-                    not directory.name.endswith(f"-{preferred}"),
-                    not str(source.get("file", "")).endswith(".safetensors"),
+                    not entry.name.endswith(f"-{preferred}"),
+                    not str(data.get("file", "")).endswith(".safetensors"),
                 )
 
-            return sorted(candidates, key=rank)[0][0]
-        snapshot = self.snapshot(commit)
-        if target.filename is None and _is_complete(snapshot):
-            return snapshot
-        return None
+            found = self._first_intact(sorted(records, key=rank), fallback=False)
+            if found.path is not None or found.damaged is not None:
+                return found
+            snapshot = self.snapshot(commit)
+            if target.filename is None and _is_complete(snapshot):
+                return CacheLookup(snapshot, commit)
+        if COMMIT_PATTERN.fullmatch(target.revision):
+            return CacheLookup()
+        try:
+            commits = [path.name for path in self.commits.iterdir()]
+        except OSError:
+            return CacheLookup()
+        records = [
+            record
+            for record in self._records(target, commits)
+            if target.revision in (record[1].get("revisions") or [])
+        ]
+        records.sort(key=lambda record: -record[3])  # the newest record first
+        return self._first_intact(records, fallback=True)
+
+    def _records(
+        self, target: Target, commits: list[str]
+    ) -> list[tuple[Path, dict, str, float]]:
+        """Return (entry, record, commit, record mtime) of these commits that fit ``target``."""
+        records = []
+        for commit in commits:
+            if not COMMIT_PATTERN.fullmatch(commit):
+                continue
+            for path in sorted((self.commits / commit).glob("*.json")):
+                data = _read_json(path)
+                if not KEY_PATTERN.fullmatch(path.stem) or not isinstance(data, dict):
+                    continue
+                if target.filename and data.get("file") != target.filename:
+                    continue
+                if target.pinned_sha256 and data.get("sha256") != target.pinned_sha256:
+                    continue
+                if target.entry is not None and not path.stem.endswith(
+                    f"-{config_fingerprint(target.entry.base_config())}"
+                ):
+                    continue  # a registry name always converts with the registry's config
+                try:
+                    mtime = path.stat().st_mtime
+                except OSError:
+                    continue
+                records.append((self.conversions / path.stem, data, commit, mtime))
+        return records
+
+    @staticmethod
+    def _first_intact(
+        records: list[tuple[Path, dict, str, float]], fallback: bool
+    ) -> CacheLookup:
+        damaged = None
+        for entry, _, commit, _ in records:
+            if not entry.is_dir():
+                continue  # the record of a conversion deleted by hand: nothing to use
+            reason = _damage(entry)
+            if reason is None:
+                return CacheLookup(entry, commit, fallback)
+            damaged = damaged or CacheLookup(damaged=entry, reason=reason, commit=commit)
+        return damaged or CacheLookup()
 
     def _expected_fingerprint(self, target: Target, commit: str) -> str | None:
         foreign = _read_json(self.snapshot(commit) / "config.json")
         return config_fingerprint(base_config(target.entry, foreign))
 
-    def clean_stale_partials(self, commit: str) -> None:
-        """Remove partial conversions that a killed process left behind long ago."""
-        folder = self.converted / commit
-        if not folder.is_dir():
+    def clean_stale_partials(self) -> None:
+        """Remove partial or set-aside conversions that a killed process left behind long ago."""
+        if not self.conversions.is_dir():
             return
-        for directory in folder.glob(".partial-*"):
+        for directory in self.conversions.glob(".*-*"):
             try:
                 if time.time() - directory.stat().st_mtime > STALE_PARTIAL_SECONDS:
                     shutil.rmtree(directory, ignore_errors=True)
@@ -506,7 +613,12 @@ class _Fetcher:
                 tqdm_class=self.tqdm_class,
             )
         except Exception as error:  # huggingface_hub raises many types; all become one line
-            raise self._error(error, filename) from None
+            hub_failure = self._error(error, filename)
+            if isinstance(error, LocalEntryNotFoundError) and error.__cause__ is not None:
+                error = error.__cause__  # how hf_hub_download reports "no connection"
+            if _is_server_failure(error):
+                raise _Unreachable(str(hub_failure), error) from None
+            raise hub_failure from None
         path = Path(pointer)
         self._verify(path, filename)
         return path
@@ -627,35 +739,22 @@ def resolve(
     ``token``, ``cache_dir``, ``offline`` and ``endpoint`` override ``HF_TOKEN``,
     ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``. ``tqdm_class``: the
     progress bar of each download (huggingface_hub's own argument; a GUI passes its own).
-    Online, one request lists the repo; a cached conversion is returned without downloading.
+    Online, one request lists the repo; a cached conversion of the same file is returned
+    without downloading, whichever commit it was made for; a damaged one is converted again.
     Offline (or with the Hub unreachable), only the cache is used.
     """
     target = parse_source(source, revision)
     settings = hub_settings(cache_dir, token, offline, endpoint)
     cache = RepoCache(settings.cache_dir, target.repo_id)
     if settings.offline:
-        cached = cache.find(target)
-        if cached is None:
-            raise hub_error(
-                OfflineModeIsEnabled(),
-                repo_id=target.repo_id,
-                endpoint=settings.endpoint,
-                revision=target.revision,
-            )
-        return cached
+        return _from_cache(target, cache, settings, OfflineModeIsEnabled())
     try:
         info = HfApi(endpoint=settings.endpoint).model_info(
             target.repo_id, revision=target.revision, files_metadata=True, token=settings.token
         )
     except Exception as error:
         if isinstance(error, OfflineModeIsEnabled) or _is_server_failure(error):
-            cached = cache.find(target)
-            if cached is not None:
-                logger.warning(
-                    "cannot reach %s (%s); using the cached %s",
-                    settings.endpoint, _one_line(error, 80), cached,
-                )
-                return cached
+            return _from_cache(target, cache, settings, error)
         raise hub_error(
             error, repo_id=target.repo_id, endpoint=settings.endpoint, revision=target.revision
         ) from None
@@ -664,10 +763,65 @@ def resolve(
         raise HubError(f"{settings.endpoint} gave no commit for {target.repo_id}: not a Hub API?")
     if info.siblings is None:
         raise HubError(f"{settings.endpoint} did not list the files of {target.repo_id}")
-    cache.remember_ref(target.revision, commit)
     files = {sibling.rfilename: sibling for sibling in info.siblings}
-    fetcher = _Fetcher(target, settings, commit, files, tqdm_class)
+    try:
+        path = _resolve_listed(
+            target, cache, commit, files, _Fetcher(target, settings, commit, files, tqdm_class),
+            allow_pickle,
+        )
+    except _Unreachable as error:
+        # The listing worked, a download did not: the last good conversion still serves.
+        return _from_cache(target, cache, settings, error)
+    # Only now: a ref moved before the download would hide the last good conversion offline.
+    cache.remember_ref(target.revision, commit)
+    return path
 
+
+def _from_cache(
+    target: Target, cache: RepoCache, settings: HubSettings, why: BaseException
+) -> Path:
+    """Return the cached directory for ``target`` when the Hub is offline or unreachable."""
+    found = cache.lookup(target)
+    offline = isinstance(why, OfflineModeIsEnabled)
+    where = f"{target.repo_id}@{target.revision}"
+    if found.path is not None:
+        if not offline:
+            cause = why.cause if isinstance(why, _Unreachable) else why
+            logger.warning(
+                "cannot reach %s (%s); using the cached %s",
+                settings.endpoint, _one_line(cause, 80), found.path,
+            )
+        if found.fallback:
+            logger.warning(
+                "%s was last seen at a commit with no conversion here (another tool moved the "
+                "ref); using the newest one cached for it, from commit %s",
+                where, (found.commit or "?")[:8],
+            )
+        return found.path
+    if found.damaged is not None:
+        state = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else "the Hub is unreachable"
+        raise HubError(
+            f"the cached conversion of {where} at {found.damaged} is damaged ({found.reason}) "
+            f"and {state}: run `mlx-inception download {target.source}` with the network on "
+            "to convert it again"
+        )
+    if isinstance(why, HubError):
+        raise why
+    raise hub_error(
+        why, repo_id=target.repo_id, endpoint=settings.endpoint, revision=target.revision
+    ) from None
+
+
+def _resolve_listed(
+    target: Target,
+    cache: RepoCache,
+    commit: str,
+    files: dict[str, Any],
+    fetcher: _Fetcher,
+    allow_pickle: bool,
+) -> Path:
+    """Return the weights directory for ``target`` at ``commit``, whose files are listed."""
+    settings = fetcher.settings
     foreign_config = None
     if target.filename is None and "config.json" in files:
         config_path = fetcher.fetch("config.json")
@@ -707,24 +861,28 @@ def resolve(
             "the repo changed; load it by repo id to accept the new file"
         )
     sha256 = (announced or "").lower() or None
-    if sha256:
-        entry = cache.entry_dir(commit, sha256, config)
-        if _is_complete(entry):
-            return entry
-    source_path = fetcher.fetch(filename)
-    if sha256 is None:
+    source_path = None
+    if sha256 is None:  # no hash in the listing: the file itself says which conversion it is
+        source_path = fetcher.fetch(filename)
         sha256, _ = file_digests(source_path)
-        entry = cache.entry_dir(commit, sha256, config)
-        if _is_complete(entry):
-            return entry
-    source_info = {
-        **(target.entry.source_info() if target.entry else {"repo_id": target.repo_id}),
-        "revision": target.revision,
-        "commit": commit,
-        "file": filename,
-        "sha256": sha256,
-    }
-    return _convert_into(cache, source_path, entry, config, source_info)
+    entry = cache.entry_dir(sha256, config)
+    present = entry.is_dir()
+    reason = _damage(entry) if present else None
+    if reason is not None:
+        logger.warning("the cached conversion %s is damaged (%s); converting it again",
+                       entry, reason)
+    if not present or reason is not None:
+        source_path = source_path or fetcher.fetch(filename)
+        source_info = {
+            **(target.entry.source_info() if target.entry else {"repo_id": target.repo_id}),
+            "revision": target.revision,
+            "commit": commit,
+            "file": filename,
+            "sha256": sha256,
+        }
+        _convert_into(cache, source_path, entry, config, source_info)
+    cache.record(commit, entry, filename, sha256, target.revision)
+    return entry
 
 
 def _convert_into(
@@ -736,7 +894,7 @@ def _convert_into(
 ) -> Path:
     """Convert a downloaded checkpoint into ``entry``, atomically; return ``entry``."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    cache.clean_stale_partials(entry.parent.name)
+    cache.clean_stale_partials()
     partial = entry.parent / f".partial-{entry.name}-{uuid.uuid4().hex[:8]}"
     logger.info("converting %s (%s) to MLX; cached at %s", source_info["repo_id"],
                 source_info["file"], entry)
@@ -750,19 +908,44 @@ def _convert_into(
             ) from None
         conversion.config.source = dict(source_info)
         store.save_weights(partial, conversion.weights, conversion.config)
-        try:
-            os.replace(partial, entry)
-        except OSError:
-            # Another process finished the same conversion first: keep its copy.
-            if not _is_complete(entry):
-                raise
-            shutil.rmtree(partial, ignore_errors=True)
+        _install(partial, entry)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     for note in conversion.notes:
         logger.info("note: %s", note)
     return entry
+
+
+def _install(partial: Path, entry: Path, attempts: int = 3) -> None:
+    """Rename the finished conversion ``partial`` to ``entry``, setting a damaged one aside.
+
+    ``os.replace`` never replaces a folder that has files in it (on Windows, any folder), so a
+    damaged entry is first renamed aside under a hidden name, atomically, then deleted. A
+    concurrent process doing the same can only make one rename fail; an intact entry found in
+    the way is another process's finished copy of the same conversion, and is kept.
+    """
+    for _ in range(attempts):
+        try:
+            os.replace(partial, entry)
+            return
+        except OSError as error:
+            failure = error
+        if entry.is_dir() and _damage(entry) is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        aside = entry.parent / f".damaged-{entry.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(entry, aside)
+        except FileNotFoundError:
+            continue  # already set aside by another process
+        except OSError:
+            break  # e.g. a file in it is open elsewhere (Windows)
+        shutil.rmtree(aside, ignore_errors=True)
+    raise CheckpointError(
+        f"cannot put the conversion in place at {entry} ({_one_line(failure, 100)}): delete "
+        "that folder and try again"
+    )
 
 
 # --------------------------------------------------------------------------------------------
