@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
-from . import HelpFormatter
+from . import HelpFormatter, hub_messages_on_stderr
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,27 +75,17 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_local_path(args.source)
 
-    log = logging.getLogger("mlx_inception.checkpoints.hub")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    previous_level = log.level
-    if not args.quiet:
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    try:
-        if args.quiet:
-            from huggingface_hub.utils import disable_progress_bars
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
 
-            disable_progress_bars()
+        disable_progress_bars()
+    with hub_messages_on_stderr(enabled=not args.quiet):
         path = hub.resolve(
             args.source,
             revision=args.revision,
             allow_pickle=args.allow_pickle,
             cache_dir=args.cache_dir,
         )
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(previous_level)
     config = store.read_config(path)
     if args.json:
         print(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
-from . import HelpFormatter
+from . import HelpFormatter, hub_messages_on_stderr
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,13 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     # hub.push says "uploading ..." once DIR and REPO_ID have been checked, so that a bad
     # argument is one line of error, not a promise followed by one.
-    log = logging.getLogger("mlx_inception.checkpoints.hub")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    previous_level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+    with hub_messages_on_stderr():
         result = hub.push(
             args.directory,
             args.repo_id,
@@ -66,9 +58,6 @@ def run(args: argparse.Namespace) -> int:
             commit_message=args.message,
             license=args.license,
         )
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(previous_level)
     if args.json:
         print(json.dumps(result.__dict__))
     else:
