@@ -498,7 +498,7 @@ def test_an_update_that_cannot_reach_the_hub_uses_the_last_conversion_with_a_war
     assert f"cannot reach {server.endpoint}" in caplog.text
 
 
-def test_offline_falls_back_to_the_newest_conversion_when_another_tool_moved_the_ref(
+def test_offline_uses_the_commit_last_resolved_here_when_another_tool_moved_the_ref(
     server, upstream, hf_cache, monkeypatch, caplog
 ):
     repo_id = add_timm_repo(server, upstream, "moved-ref")
@@ -511,9 +511,67 @@ def test_offline_falls_back_to_the_newest_conversion_when_another_tool_moved_the
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level(logging.WARNING, logger="mlx_inception.checkpoints.hub"):
         assert hub.resolve(repo_id) == first
-    assert "another tool moved the ref" in caplog.text
+    assert caplog.text == ""  # main was last resolved here at the first commit: no guess
     with pytest.raises(HubError, match="not in the local cache"):
         hub.resolve(repo_id, revision=latest)  # a commit hash never stands for another commit
+
+
+@pytest.mark.parametrize("with_config", [True, False], ids=["timm-config", "weights-only"])
+def test_a_reused_conversion_keeps_the_cache_readable_by_huggingface_hub(
+    server, upstream, hf_cache, monkeypatch, with_config
+):
+    from huggingface_hub import scan_cache_dir
+
+    repo_id = f"tester/docs-commit-{with_config}".lower()
+    files = {"model.safetensors": upstream["safetensors"]}
+    if with_config:
+        files["config.json"] = json.dumps(TIMM_CUSTOM_CONFIG).encode()
+    server.add_repo(repo_id, files)
+    hub.resolve(repo_id)
+    server.commit(repo_id, {"README.md": b"# docs only\n"})
+    downloads = server.count("GET", port="cdn")
+    path = hub.resolve(repo_id)  # the same file: the conversion is reused, nothing downloaded
+    assert server.count("GET", port="cdn") == downloads
+    scan = scan_cache_dir(hf_cache)
+    assert scan.warnings == []
+    assert [cached.repo_id for cached in scan.repos] == [repo_id]  # `hf cache ls/rm` see it
+    weights = hf_hub_download(repo_id, "model.safetensors", cache_dir=hf_cache,
+                              local_files_only=True)  # what timm does offline
+    assert Path(weights).read_bytes() == upstream["safetensors"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve(repo_id) == path
+
+
+def test_a_commit_pinned_first_then_reached_by_a_branch_records_the_branch(
+    server, upstream, hf_cache, monkeypatch
+):
+    repo_id = add_timm_repo(server, upstream, "pinned-then-main")
+    commit = server.repos[repo_id].refs["main"]
+    path = hub.resolve(repo_id, revision=commit)
+    assert hub.resolve(repo_id) == path
+    records = list(hf_cache.glob(f"models--*/mlx-inception/commits/{commit}/*.json"))
+    assert [json.loads(record.read_text())["revisions"] for record in records] == [["main"]]
+    server.commit(repo_id, {"README.md": b"# newer\n"})
+    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve(repo_id) == path
+
+
+def test_offline_a_branch_gives_its_last_resolved_commit_not_the_last_written_record(
+    server, upstream, hf_cache, monkeypatch
+):
+    repo_id = add_timm_repo(server, upstream, "record-order")
+    first_commit = server.repos[repo_id].refs["main"]
+    server.tag(repo_id, "v1", first_commit)
+    first = hub.resolve(repo_id)
+    server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
+    latest = hub.resolve(repo_id)
+    assert hub.resolve(repo_id, revision="v1") == first  # rewrites the first commit's record
+    server.commit(repo_id, {"README.md": b"# newer\n"})
+    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.resolve(repo_id) == latest
+    np.testing.assert_array_equal(fc_bias(latest), upstream["fc_bias"] + 1.0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -359,7 +359,7 @@ class CacheLookup:
 
     path: Path | None = None
     commit: str | None = None  # the commit whose record led to ``path``
-    fallback: bool = False  # the revision's last known commit had nothing usable
+    fallback: bool = False  # the commit last resolved here had nothing usable left
     damaged: Path | None = None
     reason: str = ""
 
@@ -374,25 +374,70 @@ class RepoCache:
         self.conversions = self.converted / "conversions"
         self.commits = self.converted / "commits"
 
-    def commit_for(self, revision: str) -> str | None:
-        """Return the commit a revision was last seen at (from refs/), or None."""
-        if COMMIT_PATTERN.fullmatch(revision):
-            return revision
-        ref = self.storage / "refs" / revision
+    @staticmethod
+    def _ref_path(folder: Path, revision: str) -> Path | None:
+        """Return where the ref of ``revision`` lives under ``folder``; None for a bad name."""
+        parts = revision.split("/")
+        if not revision or any(part in ("", ".", "..") for part in parts):
+            return None
+        return folder.joinpath(*parts)
+
+    @staticmethod
+    def _read_ref(path: Path | None) -> str | None:
         try:
-            commit = ref.read_text(encoding="utf-8").strip()
+            commit = path.read_text(encoding="utf-8").strip() if path is not None else ""
         except OSError:
             return None
         return commit if COMMIT_PATTERN.fullmatch(commit) else None
 
-    def remember_ref(self, revision: str, commit: str) -> None:
-        """Record ``revision -> commit`` in refs/ (huggingface_hub's layout) for offline use."""
+    def own_commit(self, revision: str) -> str | None:
+        """Return the commit this project last resolved ``revision`` to, or None."""
+        if COMMIT_PATTERN.fullmatch(revision):
+            return revision
+        return self._read_ref(self._ref_path(self.converted / "refs", revision))
+
+    def hub_commit(self, revision: str) -> str | None:
+        """Return the commit huggingface_hub's refs/ say ``revision`` was last seen at, or None."""
+        if COMMIT_PATTERN.fullmatch(revision):
+            return revision
+        return self._read_ref(self._ref_path(self.storage / "refs", revision))
+
+    def remember_ref(self, revision: str, commit: str, filename: str | None) -> None:
+        """Record that ``revision`` resolved to ``commit``, for offline use.
+
+        This project's own map (``mlx-inception/refs/``) always; huggingface_hub's ``refs/``
+        only when ``snapshots/{commit}`` holds ``filename`` (the weight file), since a ref to a
+        commit without it makes ``scan_cache_dir`` and ``hf cache`` drop the repo and
+        ``hf_hub_download(local_files_only=True)`` fail for that revision.
+        """
         if revision == commit:
             return
-        ref = self.storage / "refs" / revision
-        if self.commit_for(revision) == commit:
+        own = self._ref_path(self.converted / "refs", revision)
+        if own is None:
             return
-        write_text_atomically(ref, commit)
+        if self._read_ref(own) != commit:
+            write_text_atomically(own, commit)
+        snapshot = self.snapshot(commit)
+        has_file = (snapshot / filename).is_file() if filename else snapshot.is_dir()
+        ref = self._ref_path(self.storage / "refs", revision)
+        if has_file and ref is not None and self._read_ref(ref) != commit:
+            write_text_atomically(ref, commit)
+
+    def link_snapshot(self, commit: str, filename: str, sha256: str) -> None:
+        """Add ``filename`` to ``snapshots/{commit}`` from its blob, as hf_hub_download would.
+
+        A commit that carries a file already in ``blobs/`` (named by its SHA-256, as LFS files
+        are) gets a link to it and no download; without symlinks, nothing is done.
+        """
+        blob = self.storage / "blobs" / sha256
+        pointer = self.snapshot(commit) / filename
+        if not blob.is_file() or pointer.exists() or pointer.is_symlink():
+            return
+        try:
+            pointer.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+        except OSError:
+            pass  # no symlinks here (some Windows setups): the ref then stays where it was
 
     def entry_dir(self, sha256: str, config: InceptionV3Config) -> Path:
         """Return where the conversion of a file (by hash) with ``config`` is cached."""
@@ -403,8 +448,8 @@ class RepoCache:
         path = self.commits / commit / f"{entry.name}.json"
         data = _read_json(path)
         revisions = data.get("revisions", []) if isinstance(data, dict) else []
-        if not isinstance(revisions, list):
-            revisions = []
+        # A copy: appending to the list read from ``data`` would make ``data == new``.
+        revisions = list(revisions) if isinstance(revisions, list) else []
         if revision != commit and revision not in revisions:
             revisions.append(revision)
         new = {"file": filename, "sha256": sha256, "revisions": revisions}
@@ -421,83 +466,67 @@ class RepoCache:
     def lookup(self, target: Target) -> CacheLookup:
         """Return what the cache holds for ``target``, without any network.
 
-        First the conversions recorded for the commit the revision was last seen at; when that
-        commit has none (another tool moved the ref, e.g. timm downloading ``main``), a branch
-        or tag falls back to the newest conversion recorded for the same revision and file (a
-        commit hash never falls back). A damaged conversion is reported, not skipped.
+        The commit this project last resolved the revision to comes first (a commit hash names
+        itself); only when that commit has no conversion left (or the revision was never
+        resolved here) does the commit huggingface_hub's ``refs/`` name stand in, e.g. one
+        another tool downloaded. A damaged conversion is reported, not skipped.
         """
-        commit = self.commit_for(target.revision)
-        if commit is not None:
-            preferred = self._expected_fingerprint(target, commit)
-            records = self._records(target, [commit])
-
-            def rank(item: tuple[Path, dict, str, float]) -> tuple[bool, bool]:
-                entry, data, _, _ = item
-                return (
-                    not entry.name.endswith(f"-{preferred}"),
-                    not str(data.get("file", "")).endswith(".safetensors"),
-                )
-
-            found = self._first_intact(sorted(records, key=rank), fallback=False)
-            if found.path is not None or found.damaged is not None:
-                return found
-            snapshot = self.snapshot(commit)
-            if target.filename is None and _is_complete(snapshot):
-                return CacheLookup(snapshot, commit)
-        if COMMIT_PATTERN.fullmatch(target.revision):
-            return CacheLookup()
-        try:
-            commits = [path.name for path in self.commits.iterdir()]
-        except OSError:
-            return CacheLookup()
-        records = [
-            record
-            for record in self._records(target, commits)
-            if target.revision in (record[1].get("revisions") or [])
-        ]
-        records.sort(key=lambda record: -record[3])  # the newest record first
-        return self._first_intact(records, fallback=True)
-
-    def _records(
-        self, target: Target, commits: list[str]
-    ) -> list[tuple[Path, dict, str, float]]:
-        """Return (entry, record, commit, record mtime) of these commits that fit ``target``."""
-        records = []
+        own = self.own_commit(target.revision)
+        commits = [own] if own is not None else []
+        seen = self.hub_commit(target.revision)
+        if seen is not None and seen != own:
+            commits.append(seen)
         for commit in commits:
-            if not COMMIT_PATTERN.fullmatch(commit):
-                continue
-            for path in sorted((self.commits / commit).glob("*.json")):
-                data = _read_json(path)
-                if not KEY_PATTERN.fullmatch(path.stem) or not isinstance(data, dict):
-                    continue
-                if target.filename and data.get("file") != target.filename:
-                    continue
-                if target.pinned_sha256 and data.get("sha256") != target.pinned_sha256:
-                    continue
-                if target.entry is not None and not path.stem.endswith(
-                    f"-{config_fingerprint(target.entry.base_config())}"
-                ):
-                    continue  # a registry name always converts with the registry's config
-                try:
-                    mtime = path.stat().st_mtime
-                except OSError:
-                    continue
-                records.append((self.conversions / path.stem, data, commit, mtime))
-        return records
+            found = self._lookup_commit(target, commit)
+            if found.path is not None or found.damaged is not None:
+                # Another commit standing in for the one last resolved here: say so.
+                return CacheLookup(found.path, commit, own is not None and commit != own,
+                                   found.damaged, found.reason)
+        return CacheLookup()
 
-    @staticmethod
-    def _first_intact(
-        records: list[tuple[Path, dict, str, float]], fallback: bool
-    ) -> CacheLookup:
+    def _lookup_commit(self, target: Target, commit: str) -> CacheLookup:
+        """Return the usable (or damaged) conversion recorded for ``target`` at ``commit``."""
+        preferred = self._expected_fingerprint(target, commit)
+
+        def rank(item: tuple[Path, dict]) -> tuple[bool, bool]:
+            entry, data = item
+            return (
+                not entry.name.endswith(f"-{preferred}"),
+                not str(data.get("file", "")).endswith(".safetensors"),
+            )
+
         damaged = None
-        for entry, _, commit, _ in records:
+        for entry, _ in sorted(self._records(target, commit), key=rank):
             if not entry.is_dir():
                 continue  # the record of a conversion deleted by hand: nothing to use
             reason = _damage(entry)
             if reason is None:
-                return CacheLookup(entry, commit, fallback)
+                return CacheLookup(entry, commit)
             damaged = damaged or CacheLookup(damaged=entry, reason=reason, commit=commit)
-        return damaged or CacheLookup()
+        if damaged is not None:
+            return damaged
+        snapshot = self.snapshot(commit)
+        if target.filename is None and _is_complete(snapshot):
+            return CacheLookup(snapshot, commit)  # a repo in this project's format
+        return CacheLookup()
+
+    def _records(self, target: Target, commit: str) -> list[tuple[Path, dict]]:
+        """Return (entry, record) for the conversions recorded at ``commit`` that fit ``target``."""
+        records = []
+        for path in sorted((self.commits / commit).glob("*.json")):
+            data = _read_json(path)
+            if not KEY_PATTERN.fullmatch(path.stem) or not isinstance(data, dict):
+                continue
+            if target.filename and data.get("file") != target.filename:
+                continue
+            if target.pinned_sha256 and data.get("sha256") != target.pinned_sha256:
+                continue
+            if target.entry is not None and not path.stem.endswith(
+                f"-{config_fingerprint(target.entry.base_config())}"
+            ):
+                continue  # a registry name always converts with the registry's config
+            records.append((self.conversions / path.stem, data))
+        return records
 
     def _expected_fingerprint(self, target: Target, commit: str) -> str | None:
         foreign = _read_json(self.snapshot(commit) / "config.json")
@@ -765,7 +794,7 @@ def resolve(
         raise HubError(f"{settings.endpoint} did not list the files of {target.repo_id}")
     files = {sibling.rfilename: sibling for sibling in info.siblings}
     try:
-        path = _resolve_listed(
+        path, weights_file = _resolve_listed(
             target, cache, commit, files, _Fetcher(target, settings, commit, files, tqdm_class),
             allow_pickle,
         )
@@ -773,7 +802,7 @@ def resolve(
         # The listing worked, a download did not: the last good conversion still serves.
         return _from_cache(target, cache, settings, error)
     # Only now: a ref moved before the download would hide the last good conversion offline.
-    cache.remember_ref(target.revision, commit)
+    cache.remember_ref(target.revision, commit, weights_file)
     return path
 
 
@@ -793,9 +822,8 @@ def _from_cache(
             )
         if found.fallback:
             logger.warning(
-                "%s was last seen at a commit with no conversion here (another tool moved the "
-                "ref); using the newest one cached for it, from commit %s",
-                where, (found.commit or "?")[:8],
+                "%s was last resolved to a commit whose conversion is gone; using the one of "
+                "commit %s, where huggingface_hub's refs point", where, (found.commit or "?")[:8],
             )
         return found.path
     if found.damaged is not None:
@@ -819,8 +847,8 @@ def _resolve_listed(
     files: dict[str, Any],
     fetcher: _Fetcher,
     allow_pickle: bool,
-) -> Path:
-    """Return the weights directory for ``target`` at ``commit``, whose files are listed."""
+) -> tuple[Path, str]:
+    """Return the weights directory for ``target`` at ``commit`` and the file it came from."""
     settings = fetcher.settings
     foreign_config = None
     if target.filename is None and "config.json" in files:
@@ -834,7 +862,7 @@ def _resolve_listed(
                 )
             weights_path = fetcher.fetch(store.WEIGHTS_FILE)
             logger.info("%s is in mlx-inception format: using it as is", target.repo_id)
-            return weights_path.parent
+            return weights_path.parent, store.WEIGHTS_FILE
         foreign_config = data
 
     filename = target.filename or choose_weights_file(files, allow_pickle, target.repo_id)
@@ -882,7 +910,8 @@ def _resolve_listed(
         }
         _convert_into(cache, source_path, entry, config, source_info)
     cache.record(commit, entry, filename, sha256, target.revision)
-    return entry
+    cache.link_snapshot(commit, filename, sha256)
+    return entry, filename
 
 
 def _convert_into(
