@@ -401,6 +401,22 @@ def test_a_conversion_missing_a_file_is_converted_again_without_download(
     assert list(path.parent.glob(".*")) == []  # nothing partial or set aside is left
 
 
+def test_a_conversion_with_a_malformed_config_is_converted_again(server, hf_cache):
+    path = hub.resolve(TV_NAME)
+    config = path / store.CONFIG_FILE
+    damages = {
+        "a folder": lambda: (config.unlink(), config.mkdir()),
+        "a string for a number": lambda: config.write_text('{"num_classes": "x"}'),
+        "a negative class count": lambda: config.write_text('{"num_classes": -3}'),
+        "a list": lambda: config.write_text("[]"),
+    }
+    for name, damage in damages.items():
+        damage()
+        assert hub.resolve(TV_NAME) == path, name
+        assert store.read_config(path).source["registry_name"] == TV_NAME, name
+        assert hub._damage(path) is None, name
+
+
 def test_load_of_a_truncated_conversion_converts_it_again(server, upstream, hf_cache):
     path = hub.resolve(TV_NAME)
     cut_in_half(path / store.WEIGHTS_FILE)
@@ -572,6 +588,18 @@ def test_offline_a_branch_gives_its_last_resolved_commit_not_the_last_written_re
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.resolve(repo_id) == latest
     np.testing.assert_array_equal(fc_bias(latest), upstream["fc_bias"] + 1.0)
+
+
+def test_offline_a_conversion_of_another_format_is_not_used(
+    server, upstream, hf_cache, monkeypatch
+):
+    repo_id = add_timm_repo(server, upstream, "format-bump")
+    hub.resolve(repo_id)
+    monkeypatch.setattr(hub, "CONVERSION_FORMAT", hub.CONVERSION_FORMAT + 1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="not in the local cache"):
+        hub.resolve(repo_id)
+    assert hub.cached_path(repo_id) is None
 
 
 # ----------------------------------------------------------------------------------------------

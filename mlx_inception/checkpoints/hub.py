@@ -321,7 +321,7 @@ def _is_project_config(data: Any) -> bool:
         return False
     try:
         InceptionV3Config.from_dict(data)
-    except (TypeError, ValueError):
+    except Exception:  # any malformed field (a number for a dict, ...) means: not ours
         return False
     return True
 
@@ -348,7 +348,9 @@ def _damage(directory: Path) -> str | None:
     try:
         weights, config = store.load_weights(directory)
         convert.check_weights(weights, config)
-    except CheckpointError as error:
+        if not _is_project_config(_read_json(directory / store.CONFIG_FILE)):
+            return f"{store.CONFIG_FILE} is not a complete mlx-inception config"
+    except Exception as error:  # whatever a damaged file makes the reader raise is damage
         return _one_line(str(error).replace(f"{directory}{os.sep}", ""), 120)
     return None
 
@@ -452,7 +454,8 @@ class RepoCache:
         revisions = list(revisions) if isinstance(revisions, list) else []
         if revision != commit and revision not in revisions:
             revisions.append(revision)
-        new = {"file": filename, "sha256": sha256, "revisions": revisions}
+        new = {"file": filename, "sha256": sha256, "format": CONVERSION_FORMAT,
+               "revisions": revisions}
         if data != new:
             write_text_atomically(path, json.dumps(new, indent=2) + "\n")
 
@@ -519,6 +522,9 @@ class RepoCache:
                 continue
             if target.filename and data.get("file") != target.filename:
                 continue
+            # Records written before the field existed are all of format 1.
+            if data.get("format", 1) != CONVERSION_FORMAT:
+                continue  # made by another version of the conversion: never used
             if target.pinned_sha256 and data.get("sha256") != target.pinned_sha256:
                 continue
             if target.entry is not None and not path.stem.endswith(
