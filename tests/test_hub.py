@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -381,6 +382,25 @@ def test_interrupted_conversion_leaves_no_entry_and_is_redone_without_download(
     path = hub.resolve(TV_NAME)
     assert store.is_weights_dir(path)
     assert server.count("GET", port="cdn") == downloads  # the verified original was reused
+
+
+def test_an_online_resolve_sweeps_crash_leftovers_and_the_old_per_commit_layout(
+    server, hf_cache
+):
+    path = hub.resolve(TV_NAME)
+    conversions = path.parent
+    stale = conversions / f".partial-{path.name}-00000000"
+    damaged = conversions / f".damaged-{path.name}-11111111"
+    in_progress = conversions / f".partial-{path.name}-22222222"
+    old_layout = conversions.parent / ("0123456789" * 4) / path.name
+    for folder in (stale, damaged, in_progress, old_layout):
+        shutil.copytree(path, folder)
+    day_and_a_bit_ago = time.time() - hub.STALE_PARTIAL_SECONDS - 60
+    os.utime(stale, (day_and_a_bit_ago, day_and_a_bit_ago))
+    assert hub.resolve(TV_NAME) == path  # cached: no conversion runs
+    assert not stale.exists() and not damaged.exists() and not old_layout.parent.exists()
+    assert in_progress.is_dir()  # may be another process's conversion: it stays
+    assert store.is_weights_dir(path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -539,15 +539,40 @@ class RepoCache:
         return config_fingerprint(base_config(target.entry, foreign))
 
     def clean_stale_partials(self) -> None:
-        """Remove partial or set-aside conversions that a killed process left behind long ago."""
-        if not self.conversions.is_dir():
+        """Remove what a killed process left: set-aside conversions, day-old partial ones.
+
+        A ``.partial-*`` folder younger than a day may be another process's conversion in
+        progress, so it stays; a ``.damaged-*`` one is never read again.
+        """
+        try:
+            leftovers = list(self.conversions.glob(".*-*"))
+        except OSError:
             return
-        for directory in self.conversions.glob(".*-*"):
+        for directory in leftovers:
             try:
-                if time.time() - directory.stat().st_mtime > STALE_PARTIAL_SECONDS:
-                    shutil.rmtree(directory, ignore_errors=True)
+                stale = directory.name.startswith(".damaged-") or (
+                    time.time() - directory.stat().st_mtime > STALE_PARTIAL_SECONDS
+                )
             except OSError:
-                pass
+                continue
+            if stale:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def tidy(self) -> None:
+        """Remove leftovers of crashes and the per-commit folders of the cache's older layout.
+
+        Before conversions were shared, each lived in ``mlx-inception/<commit>/<key>/``; nothing
+        reads those any more (about 95 MB each). Cheap: two directory listings.
+        """
+        self.clean_stale_partials()
+        try:
+            folders = list(self.converted.iterdir())
+        except OSError:
+            return
+        for folder in folders:
+            old = COMMIT_PATTERN.fullmatch(folder.name) and not folder.is_symlink()
+            if old and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,6 +824,7 @@ def resolve(
     if info.siblings is None:
         raise HubError(f"{settings.endpoint} did not list the files of {target.repo_id}")
     files = {sibling.rfilename: sibling for sibling in info.siblings}
+    cache.tidy()
     try:
         path, weights_file = _resolve_listed(
             target, cache, commit, files, _Fetcher(target, settings, commit, files, tqdm_class),
