@@ -8,23 +8,34 @@
   allowed) is downloaded, its SHA-256 checked, converted once and the result cached.
 
 Everything lives in huggingface_hub's cache, so ``HF_HOME``/``HF_HUB_CACHE``, ``HF_TOKEN``,
-``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply (read when a function here is called), and deleting
-the repo from the cache (``hf cache delete``) deletes its conversions too::
+``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` apply (read when a function here is called)::
 
     {HF_HUB_CACHE}/models--{owner}--{name}/
         blobs/ refs/ snapshots/                   huggingface_hub's copy of the original files
         mlx-inception/conversions/{key}/          converted: config.json + model.safetensors
         mlx-inception/commits/{commit}/{key}.json which conversion that commit's file gives
+        mlx-inception/refs/{revision}             the commit each revision last resolved to
 
 ``key`` is the first 16 hex digits of the source file's SHA-256 and a fingerprint of the config
 applied to it, so a conversion, like a blob, is stored once however many commits carry the same
-file; each commit that resolved to it gets a small record (the file's name and SHA-256 and the
-revisions that led there), as snapshots link to blobs. A conversion is written under a temporary
-name and renamed into place, so an interrupted one never leaves an entry that a later load would
-use; an entry damaged later (a file deleted or cut short) is noticed when it is looked up,
-because it is read as ``load`` reads it, and is converted again (offline: a one-line error).
-A revision's ref is recorded only once it resolved, so an interrupted update leaves the last
-good conversion in use.
+file; each commit that resolved to it gets a small record (the file's name and SHA-256, the
+conversion format and the revisions that led there), as snapshots link to blobs. A conversion is
+written under a temporary name and renamed into place, so an interrupted one never leaves an
+entry that a later load would use; an entry damaged later (a file deleted or cut short, a config
+that does not parse) is noticed when it is looked up, because it is read as ``load`` reads it,
+and is converted again (offline: a one-line error). Each online resolve also sweeps what a
+killed process left (set-aside and day-old partial conversions) and the per-commit folders of
+the older layout (``mlx-inception/{commit}/{key}/``), which nothing reads any more.
+
+A revision's refs are written only once it resolved, so an interrupted update leaves the last
+good conversion in use. Offline, ``mlx-inception/refs/`` is read first (another tool moving
+huggingface_hub's ``refs/`` does not change which conversion a revision gives); huggingface_hub's
+``refs/{revision}`` moves only to a commit whose snapshot holds the weight file (a commit that
+reuses a conversion gets the blob linked into its snapshot, as hf_hub_download would), so
+``hf cache ls``/``scan_cache_dir`` keep listing the repo and ``local_files_only`` loads work.
+``hf cache rm`` of the whole repo (or deleting its folder) removes the conversions with the
+originals; removing one revision or ``hf cache prune`` leaves the conversions, and
+``hf cache ls`` does not count their size.
 
 huggingface_hub checks a downloaded file's size, not its content; here every weight file is
 hashed and compared with the hash the Hub announces (the LFS SHA-256, or the git blob id of a
