@@ -204,6 +204,7 @@ class BranchView(QWidget):
         self.selected: int | None = None
         self.title = QLabel(short_name(key))
         self.title.setObjectName("branchTitle")
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ImageView("", minimum=90, align_top=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

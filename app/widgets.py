@@ -52,6 +52,9 @@ class Panel(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.title = QLabel(title)
         self.title.setObjectName("panelTitle")
+        # A long title (a class name, a branch) is cut at the panel's edge, never allowed to
+        # widen the panel and with it the window.
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.body = QVBoxLayout(self)
         self.body.setContentsMargins(10, 8, 10, 10)
         self.body.setSpacing(6)

@@ -115,6 +115,19 @@ def chelsea_window(qtbot, window, photos):
     return window
 
 
+def test_long_titles_never_widen_the_window(qtbot, chelsea_window):
+    # A class name in the Grad-CAM title ("sulphur-crested cockatoo" from random weights)
+    # once made a 1200-pixel window 1210 wide.
+    window = chelsea_window
+    window.resize(1200, 800)
+    qtbot.wait(50)
+    width = window.width()
+    window.gradcam_panel.title.setText("Grad-CAM · " + "a very long class name " * 12)
+    window.channel_panel.title.setText("Channel 191 of " + "branch7x7dbl_" * 20)
+    qtbot.wait(50)
+    assert window.width() == width and window.minimumSizeHint().width() <= 1200
+
+
 def drop(window, mime: QMimeData) -> None:
     """Deliver ``mime`` exactly as a drag and drop from another application would."""
     event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
