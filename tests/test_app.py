@@ -26,6 +26,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
+import mlx.core as mx  # noqa: E402
 import mlx_inception_app.window as window_module  # noqa: E402
 from mlx_inception_app.widgets import to_qimage  # noqa: E402
 from mlx_inception_app.window import MainWindow  # noqa: E402
@@ -58,7 +59,9 @@ WAIT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def small_weights(module_tmp) -> Path:
-    """A weights directory whose preprocessing crops 107 pixels (MLX's default init)."""
+    """A weights directory whose preprocessing crops 107 pixels (MLX's default init, seeded:
+    the same predictions and maps in every run)."""
+    mx.random.seed(0)
     config = InceptionV3Config(preprocessing=Preprocessing(resize_size=122, crop_size=107))
     model = InceptionV3(config, init_weights=False)
     model.eval()
