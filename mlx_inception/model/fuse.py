@@ -35,6 +35,7 @@ from .blocks import (
 from .gradients import pair
 from .inception_v3 import MIXED, InceptionV3
 from .layers import BasicConv2d, avg_pool_3x3_same, max_pool
+from .parallel import forward, sequential_forward
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -335,44 +336,39 @@ class FastInceptionV3(InceptionV3):
     def __call__(self, x: mx.array) -> mx.array | tuple[mx.array, mx.array]:
         if self.training:  # nothing to gain, and the parallel path knows eval mode only
             return InceptionV3.__call__(self, x)
-        if self.__dict__.get("_compile", True) and mx.default_device().type == mx.DeviceType.gpu:
-            return self.compiled_forward(x)
-        if self.__dict__.get("_parallel", True) and mx.default_device().type == mx.DeviceType.cpu:
-            from .parallel import forward
-
-            return forward(self, x)
-        return InceptionV3.__call__(self, x)
+        return self._fastest(x, "fc")
 
     def features(self, x: mx.array, layer: str = "avgpool") -> mx.array:
         """Return the activation of ``layer`` (see :meth:`InceptionV3.features`), on the same
         fastest path as the plain call."""
         if layer not in (*self._stem_names(), *MIXED, "avgpool"):
             return InceptionV3.features(self, x, layer)  # its error names the choices
-        if self.__dict__.get("_compile", True) and mx.default_device().type == mx.DeviceType.gpu:
-            return self.compiled_features(x, layer)
-        if self.__dict__.get("_parallel", True) and mx.default_device().type == mx.DeviceType.cpu:
-            from .parallel import forward
-
-            return forward(self, x, stop_at=layer)
-        return InceptionV3.features(self, x, layer)
-
-    def compiled_features(self, x: mx.array, layer: str = "avgpool") -> mx.array:
-        """Return ``features(x, layer)`` from an ``mx.compile``-d graph, one per layer."""
-        compiled = self.__dict__.setdefault("_compiled_features", {})
-        if layer not in compiled:
-            compiled[layer] = mx.compile(
-                lambda images: InceptionV3.features(self, images, layer), inputs=self.state
-            )
-        return compiled[layer](x)
+        return self._fastest(x, layer)
 
     def compiled_forward(self, x: mx.array) -> mx.array | tuple[mx.array, mx.array]:
         """Return the plain call's output from the ``mx.compile``-d graph (any device)."""
-        compiled = self.__dict__.get("_compiled_call")
-        if compiled is None:
-            compiled = mx.compile(lambda images: InceptionV3.__call__(self, images),
-                                  inputs=self.state)
-            object.__setattr__(self, "_compiled_call", compiled)
-        return compiled(x)
+        return self._compiled(x, "fc")
+
+    def compiled_features(self, x: mx.array, layer: str = "avgpool") -> mx.array:
+        """Return ``features(x, layer)`` from an ``mx.compile``-d graph, one per layer."""
+        return self._compiled(x, layer)
+
+    def _fastest(self, x: mx.array, stop_at: str) -> mx.array:
+        """The eval output up to ``stop_at`` ("fc": the logits) on the device's fastest path."""
+        device = mx.default_device().type
+        if self.__dict__.get("_compile", True) and device == mx.DeviceType.gpu:
+            return self._compiled(x, stop_at)
+        if self.__dict__.get("_parallel", True) and device == mx.DeviceType.cpu:
+            return forward(self, x, stop_at=stop_at)
+        return sequential_forward(self, x, stop_at)
+
+    def _compiled(self, x: mx.array, stop_at: str) -> mx.array:
+        graphs = self.__dict__.setdefault("_compiled_graphs", {})  # one per stop_at
+        if stop_at not in graphs:
+            graphs[stop_at] = mx.compile(
+                lambda images: sequential_forward(self, images, stop_at), inputs=self.state
+            )
+        return graphs[stop_at](x)
 
 
 def optimize_for_inference(

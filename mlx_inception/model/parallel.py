@@ -53,9 +53,7 @@ def forward(model: InceptionV3, images: mx.array, stop_at: str = "fc") -> mx.arr
     if min(images.shape[1], images.shape[2]) < model._minimum_size or any(
         "bn" in getattr(model, name) for name in model._stem_names() if name in model
     ):  # the usual errors, or a model whose BatchNorms are not folded
-        if stop_at == "fc":
-            return InceptionV3.__call__(model, images)
-        return InceptionV3.features(model, images, stop_at)
+        return sequential_forward(model, images, stop_at)
     first, second = cpu_streams()
     outputs = [_forward_one(model, images[i : i + 1], first, second, stop_at)
                for i in range(images.shape[0])]
@@ -63,6 +61,13 @@ def forward(model: InceptionV3, images: mx.array, stop_at: str = "fc") -> mx.arr
         return outputs[0]
     with mx.stream(first):
         return mx.concatenate(outputs, axis=0)
+
+
+def sequential_forward(model: InceptionV3, images: mx.array, stop_at: str = "fc") -> mx.array:
+    """Return what :func:`forward` returns, computed by the plain sequential network."""
+    if stop_at == "fc":
+        return InceptionV3.__call__(model, images)
+    return InceptionV3.features(model, images, stop_at)
 
 
 def _conv_by_rows(module: BasicConv2d, x: mx.array, first: mx.Stream, second: mx.Stream):
