@@ -7,9 +7,9 @@ machine hits both; the report gives medians over all timed calls, the ratio of e
 variant's median throughput to torchvision's, and the spread of the per-round ratios.
 
 Frameworks: ``torch`` (torchvision, NCHW, oneDNN), ``mlx`` (the plain model, as
-``mlx_inception.load`` returns it) and ``mlx-fast`` (:func:`~mlx_inception.model.fuse.
-optimize_for_inference`: BatchNorm folded, parallel 1x1 convolutions fused, two CPU streams or
-``mx.compile`` on a GPU). Training uses the plain model (SGD with momentum, torchvision's main +
+``mlx_inception.load`` returns it) and ``mlx-fast`` (:func:`~mlx_inception.fast.
+optimize_for_inference`: BatchNorm folded, parallel 1x1 convolutions fused, ``mx.compile`` on a
+GPU). Training uses the plain model (SGD with momentum, torchvision's main +
 0.4 x aux loss at 299 px; no aux head below that, as the head needs a 17x17 grid).
 """
 

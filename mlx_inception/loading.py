@@ -7,10 +7,11 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from . import kernels
 from .checkpoints import convert, store
 from .errors import CheckpointError
+from .fast import fold_batchnorm
 from .model import InceptionV3, InceptionV3Config
-from .model.fuse import fold_batchnorm
 
 # The checkpoints a training run marks (mlx_inception.training.checkpoint), in the order
 # ``load(RUN_DIR)`` prefers them: ``best`` exists only when the run has a validation set.
@@ -147,7 +148,7 @@ def build(
     """
     convert.check_weights(weights, config)
     target = store.parse_dtype(dtype) or mx.float32
-    model = InceptionV3(config, init_weights=False)
+    model = kernels.install(InceptionV3(config, init_weights=False))
     model.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()], strict=True)
     model.eval()
     if target != mx.float32:

@@ -1,6 +1,6 @@
-"""The CPU's fast paths for training: stride-1 convolutions as shifted matrix products
-(model/conv.py) and the training-mode BatchNorm + ReLU with a hand-written gradient
-(model/layers.py), each against PyTorch's own operations.
+"""The CPU kernels: stride-1 convolutions as shifted matrix products (kernels/conv.py) and the
+training-mode BatchNorm + ReLU with a hand-written gradient (kernels/batchnorm.py), each against
+PyTorch's own operations.
 
 Tolerance: max|ours - torch| <= 1e-5 * max|torch| in float32 (measured 1e-7 to 2e-6: the
 sums run in a different order); the BatchNorm gradient is compared with PyTorch in float64,
@@ -14,8 +14,10 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_inception.model import conv
-from mlx_inception.model.layers import BasicConv2d, BatchNorm
+from mlx_inception import kernels
+from mlx_inception.kernels import conv
+from mlx_inception.kernels.batchnorm import batch_norm_relu
+from mlx_inception.model.layers import BasicConv2d
 
 torch = pytest.importorskip("torch")
 
@@ -77,7 +79,7 @@ def test_a_kernel_as_large_as_the_input_gives_one_position():
 def test_the_conv2d_layer_equals_nn_conv2d_with_padding_and_bias(kernel, padding):
     mx.random.seed(1)
     reference = nn.Conv2d(4, 6, kernel, padding=padding, bias=True)
-    ours = conv.Conv2d(4, 6, kernel, padding=padding, bias=True)
+    ours = conv.ShiftedConv2d(4, 6, kernel, padding=padding, bias=True)
     ours.update(reference.parameters())
     x = mx.random.normal((2, 10, 12, 4))
     assert relative(ours(x), reference(x)) <= TOLERANCE
@@ -85,7 +87,7 @@ def test_the_conv2d_layer_equals_nn_conv2d_with_padding_and_bias(kernel, padding
 
 def test_half_precision_input_is_computed_in_float32_and_returned_in_its_dtype():
     mx.random.seed(2)
-    layer = conv.Conv2d(8, 8, 3, padding=1, bias=False)
+    layer = conv.ShiftedConv2d(8, 8, 3, padding=1, bias=False)
     x = mx.random.normal((1, 40, 40, 8))
     assert conv.prefers_shifted((1, 42, 42, 8), layer.weight.shape)
     for dtype in (mx.float16, mx.bfloat16):
@@ -97,14 +99,15 @@ def test_half_precision_input_is_computed_in_float32_and_returned_in_its_dtype()
 
 def test_off_the_cpu_the_layer_is_mlxs_own_convolution(monkeypatch):
     mx.random.seed(3)
-    layer = conv.Conv2d(3, 5, 3, padding=1)
+    layer = conv.ShiftedConv2d(3, 5, 3, padding=1)
     x = mx.random.normal((1, 8, 8, 3))
-    monkeypatch.setattr(conv, "_on_cpu", lambda: False)
+    monkeypatch.setattr(conv, "on_cpu", lambda: False)
     np.testing.assert_array_equal(np.array(layer(x)), np.array(nn.Conv2d.__call__(layer, x)))
 
 
-def test_every_stride_1_basic_conv2d_uses_the_shifted_convolution():
-    assert type(BasicConv2d(8, 8, (1, 7), padding=(0, 3)).conv) is conv.Conv2d
+def test_every_stride_1_basic_conv2d_gets_the_shifted_convolution():
+    layer = kernels.install(BasicConv2d(8, 8, (1, 7), padding=(0, 3)))
+    assert type(layer.conv) is conv.ShiftedConv2d
 
 
 def batch_norm_relu_gradients(x, weight, bias, upstream, dtype):
@@ -124,15 +127,13 @@ def test_training_batchnorm_relu_gradient_is_as_close_to_float64_as_torchs_float
     weight = rng.standard_normal(16).astype(np.float32)
     bias = rng.standard_normal(16).astype(np.float32)
     upstream = rng.standard_normal(x.shape).astype(np.float32)
-    bn = BatchNorm(16)
-    bn.update({"weight": mx.array(weight), "bias": mx.array(bias)})
+    fused = batch_norm_relu(1e-3)
 
     def loss(x, w, b):
-        bn.update({"weight": w, "bias": b})
-        return (bn.relu(x) * mx.array(upstream)).sum()
+        return (fused(x, w, b)[0] * mx.array(upstream)).sum()
 
     ours = mx.grad(loss, argnums=(0, 1, 2))(mx.array(x), mx.array(weight), mx.array(bias))
-    y = bn.relu(mx.array(x))
+    y = fused(mx.array(x), mx.array(weight), mx.array(bias))[0]
     y64, exact = batch_norm_relu_gradients(x, weight, bias, upstream, torch.float64)
     _, torch32 = batch_norm_relu_gradients(x, weight, bias, upstream, torch.float32)
     assert relative(y, y64) <= TOLERANCE
@@ -141,27 +142,32 @@ def test_training_batchnorm_relu_gradient_is_as_close_to_float64_as_torchs_float
         assert relative(mine, reference) <= max(1.5 * relative(theirs, reference), 1e-6), name
 
 
+def plain_and_kernel_layers(seed: int) -> tuple[BasicConv2d, BasicConv2d]:
+    """A BasicConv2d and the same layer with the kernels installed."""
+    mx.random.seed(seed)
+    plain, fused = BasicConv2d(8, 8, 1), BasicConv2d(8, 8, 1)
+    fused.update(plain.parameters())
+    return plain, kernels.install(fused)
+
+
 def test_training_batchnorm_relu_updates_the_running_statistics_as_the_plain_path():
-    mx.random.seed(5)
+    plain, fused = plain_and_kernel_layers(5)
     x = mx.random.normal((2, 5, 5, 8)) * 2 + 1
-    fused, plain = BatchNorm(8), BatchNorm(8)
-    fused.relu(x)
-    nn.relu(plain(x))
-    np.testing.assert_allclose(np.array(fused.running_mean), np.array(plain.running_mean),
+    assert relative(fused(x), plain(x)) <= TOLERANCE
+    np.testing.assert_allclose(np.array(fused.bn.running_mean), np.array(plain.bn.running_mean),
                                rtol=1e-6)
-    np.testing.assert_allclose(np.array(fused.running_var), np.array(plain.running_var),
+    np.testing.assert_allclose(np.array(fused.bn.running_var), np.array(plain.bn.running_var),
                                rtol=1e-6)
-    assert not np.allclose(np.array(fused.running_var), 1.0)  # they did move
+    assert not np.allclose(np.array(fused.bn.running_var), 1.0)  # they did move
 
 
 def test_eval_batchnorm_relu_is_the_plain_expression():
-    mx.random.seed(6)
-    bn = BatchNorm(8)
-    bn.update({"running_mean": mx.random.normal((8,)), "running_var": mx.random.uniform(
-        0.5, 2, (8,))})
-    bn.eval()
+    plain, fused = plain_and_kernel_layers(6)
+    for layer in (plain, fused):
+        layer.bn.update({"running_mean": mx.ones((8,)) * 0.3, "running_var": mx.ones((8,)) * 2})
+        layer.eval()
     x = mx.random.normal((2, 5, 5, 8))
-    np.testing.assert_array_equal(np.array(bn.relu(x)), np.array(nn.relu(bn(x))))
+    assert relative(fused(x), plain(x)) <= TOLERANCE
 
 
 @pytest.mark.parametrize(("input_shape", "weight_shape", "shifted"), [

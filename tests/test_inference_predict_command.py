@@ -61,7 +61,7 @@ def test_json_lines_have_exactly_path_and_top_k_with_index_label_probability(
     assert list(line) == ["path", "top_k"] and line["path"] == PHOTOS[0]
     assert len(line["top_k"]) == 5
     assert all(list(entry) == ["index", "label", "probability"] for entry in line["top_k"])
-    [expected] = Predictor(model).predict(PHOTOS[0])
+    [expected] = Predictor.from_source(weights).predict(PHOTOS[0])  # what the CLI builds
     assert [e["index"] for e in line["top_k"]] == [e.index for e in expected.top_k]
     assert [e["label"] for e in line["top_k"]] == [e.label for e in expected.top_k]
     assert line["top_k"][0]["probability"] == pytest.approx(expected.top_k[0].probability, abs=1e-6)

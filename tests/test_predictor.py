@@ -19,7 +19,7 @@ from mlx_inception.data.images import load_image
 from mlx_inception.data.labels import imagenet_classes, load_labels
 from mlx_inception.data.transforms import preprocess
 from mlx_inception.errors import InceptionError
-from mlx_inception.inference.fast import fast_model
+from mlx_inception.fast import fast_model
 from mlx_inception.inference.predictor import Prediction, Predictor, TopK
 from mlx_inception.model import BatchNorm, InceptionV3, InceptionV3Config, Preprocessing
 

@@ -371,4 +371,6 @@ def test_variant_model_saves_and_loads_with_its_config(tmp_path):
     loaded = mlx_inception.load(tmp_path / "variant")
     assert loaded.config == config
     x = mx.array(random_images((1, 39, 39, 3), seed=18))  # the 79 stem runs from 21 pixels
-    np.testing.assert_array_equal(np.array(loaded(x)), np.array(model(x)))
+    # The loaded model computes with the CPU kernels (mlx_inception.kernels): float32 sums in
+    # another order, within the parity tolerance.
+    assert_close(loaded(x), model(x))

@@ -68,8 +68,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
         "--no-fast",
         action="store_true",
         help="run the plain network instead of the fast inference path (BatchNorm folded into "
-        "the convolutions, parallel 1x1 convolutions fused, two CPU streams or mx.compile on a "
-        "GPU); the results agree to float rounding",
+        "the convolutions, parallel 1x1 convolutions fused, mx.compile on a GPU); the results "
+        "agree to float rounding",
     )
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..data.transforms import resize_bilinear
 from ..model import InceptionV3, tap_names
-from ..model.layers import avg_pool
 
 SORT_ORDERS = ("index", "mean", "max")
 NORMALISATIONS = ("channel", "branch", "module")
@@ -89,7 +88,7 @@ def aux_head_taps(model: InceptionV3, mixed_6e: mx.array) -> dict[str, mx.array]
             f"the auxiliary head needs a 17x17 grid (inputs of 299 px), got "
             f"{mixed_6e.shape[1]}x{mixed_6e.shape[2]}"
         )
-    conv0 = head.conv0(avg_pool(mixed_6e, 5, 3))
+    conv0 = head.conv0(head.pool(mixed_6e))
     conv1 = head.conv1(conv0)
     return {AUX_HEAD_TAPS[0]: conv0, AUX_HEAD_TAPS[1]: conv1}
 

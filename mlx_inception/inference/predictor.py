@@ -21,9 +21,9 @@ from PIL import Image
 from ..data.images import DEFAULT_MAX_PIXELS, describe, load_image
 from ..data.labels import load_labels
 from ..errors import InceptionError
+from ..fast import fast_model
 from ..model import InceptionV3, Preprocessing
 from .crops import CROP_COUNTS, multi_crop
-from .fast import fast_model
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -87,8 +87,8 @@ class Predictor:
     default to the model's config. ``workers``: decoding threads.
 
     ``fast`` (default True): run the network on the fast inference path
-    (:func:`mlx_inception.inference.fast.fast_model`: BatchNorm folded, 1x1 convolutions fused,
-    two CPU streams or ``mx.compile`` on a GPU). The model passed in is not changed: the
+    (:func:`mlx_inception.fast.fast_model`: BatchNorm folded, 1x1 convolutions fused,
+    ``mx.compile`` on a GPU). The model passed in is not changed: the
     predictor rewrites a copy of its module tree (``self.model``), which holds its own folded
     weights. ``fast=False`` runs ``model`` itself, as it is (and puts it in eval mode).
     """

@@ -31,8 +31,8 @@ from ..atomic import check_destination
 from ..checkpoints import convert, store
 from ..data.transforms import resize_bilinear
 from ..errors import CheckpointError, DataError, ImageError
+from ..fast import optimize_for_inference
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
-from ..model.fuse import optimize_for_inference
 
 # pytorch-fid's published port of inception-2015-12-05 (the name ends in its SHA-256 prefix).
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -137,7 +137,7 @@ def load_fid_inception(
     built with the FID architecture: its weights only fit that network.
 
     ``fast`` (default True): the network is rewritten for inference
-    (:func:`mlx_inception.model.fuse.optimize_for_inference`: BatchNorm folded, 1x1
+    (:func:`mlx_inception.fast.optimize_for_inference`: BatchNorm folded, 1x1
     convolutions fused; features agree with the plain network to float32 rounding). Its
     ``fc`` stays as it was, so :func:`class_probabilities` is unchanged. ``fast=False`` gives
     the plain network, with torchvision's parameter names (to train or take gradients).

@@ -8,16 +8,11 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .blocks import (
-    InceptionA,
-    InceptionAux,
-    InceptionB,
-    InceptionC,
-    InceptionD,
-    InceptionE,
-    Taps,
-)
-from .layers import BasicConv2d, global_average_pool, max_pool
+from .blocks import InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD, InceptionE
+from .layers import BasicConv2d, MaxPool2d, global_average_pool
+
+# Activations by name: what ``forward_with_taps`` records and what ``replace`` substitutes.
+Taps = dict[str, mx.array]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,8 +140,11 @@ class InceptionV3(nn.Module):
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=first_stride)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        if "maxpool1" in self._stem_names():
+            self.maxpool1 = MaxPool2d(3, 2)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
         self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.maxpool2 = MaxPool2d(3, 2)
         self.Mixed_5b = InceptionA(192, pool_features=32, pool_count_include_pad=pad)
         self.Mixed_5c = InceptionA(256, pool_features=64, pool_count_include_pad=pad)
         self.Mixed_5d = InceptionA(288, pool_features=64, pool_count_include_pad=pad)
@@ -199,10 +197,8 @@ class InceptionV3(nn.Module):
         return x * (std / 0.5) + (mean - 0.5) / 0.5
 
     def __call__(self, x: mx.array) -> mx.array | tuple[mx.array, mx.array]:
-        logits, aux, _ = self._forward(x, None, None)
-        if aux is not None:
-            return logits, aux
-        return logits
+        logits, aux = self._run(x)
+        return logits if aux is None else (logits, aux)
 
     def features(self, x: mx.array, layer: str = "avgpool") -> mx.array:
         """Return the activation of ``layer`` for ``x``, computing no layer after it.
@@ -214,8 +210,7 @@ class InceptionV3(nn.Module):
         names = [*self._stem_names(), *MIXED, "avgpool"]
         if layer not in names:
             raise ValueError(f"unknown layer {layer!r}: choose one of {', '.join(names)}")
-        value, _ = self._trunk(x, None, None, stop_at=layer, with_aux=False)
-        return value
+        return self._run(x, stop_at=layer, with_aux=False)[0]
 
     def forward_with_taps(
         self, x: mx.array, replace: Taps | None = None
@@ -230,21 +225,22 @@ class InceptionV3(nn.Module):
         gradients can be taken with respect to it.
         """
         taps: Taps = {}
-        logits, aux, _ = self._forward(x, taps, replace or {})
-        return ((logits, aux) if aux is not None and self.training else logits), taps
+        logits, aux = self._run(x, taps, replace or {})
+        return (logits if aux is None else (logits, aux)), taps
 
     def _stem_names(self) -> tuple[str, ...]:
         return _stem_names(self.config)
 
-    def _trunk(
+    def _run(
         self,
         x: mx.array,
-        taps: Taps | None,
-        replace: Taps | None,
-        stop_at: str = "avgpool",
+        taps: Taps | None = None,
+        replace: Taps | None = None,
+        stop_at: str = "fc",
         with_aux: bool = True,
     ) -> tuple[mx.array, mx.array | None]:
-        """Run the network up to ``stop_at`` (at most the pooled features); return it and aux."""
+        """Return the activation ``stop_at`` ("fc": the logits) and the aux logits (training
+        mode only, else None), recording into ``taps`` and substituting from ``replace``."""
 
         def record(name: str, value: mx.array) -> mx.array:
             if replace is not None and name in replace:
@@ -262,38 +258,25 @@ class InceptionV3(nn.Module):
             x = self._transform_input(x)
         aux = None
         for name in self._stem_names():
-            if name.startswith("maxpool"):
-                x = max_pool(x, 3, 2)
-            else:
-                x = getattr(self, name)(x)
-            x = record(name, x)
+            x = record(name, getattr(self, name)(x))
             if name == stop_at:
-                return x, aux
+                return x, None
         for name in MIXED:
-            x = record(name, getattr(self, name)(x, taps, replace, name))
+            branches = getattr(self, name).branches(x)
+            for branch, value in branches.items():
+                branches[branch] = record(f"{name}.{branch}", value)
+            x = record(name, mx.concatenate(list(branches.values()), axis=-1))
             if name == "Mixed_6e" and "AuxLogits" in self and with_aux:
-                want_aux = self.training or (taps is not None and min(x.shape[1:3]) >= 17)
-                if want_aux:
+                # In eval mode the aux head runs only to be recorded, where its grid allows.
+                if self.training or (taps is not None and min(x.shape[1:3]) >= 17):
                     aux = record("AuxLogits", self.AuxLogits(x))
             if name == stop_at:
-                return x, aux
-        return record("avgpool", global_average_pool(x)), aux
-
-    def _forward(self, x: mx.array, taps: Taps | None, replace: Taps | None):
-        x, aux = self._trunk(x, taps, replace)
-        x = self.dropout(x)
-        logits = self._record_fc(self.fc(x), taps, replace)
-        if not self.training:
-            aux = None
-        return logits, aux, taps
-
-    @staticmethod
-    def _record_fc(value: mx.array, taps: Taps | None, replace: Taps | None) -> mx.array:
-        if replace is not None and "fc" in replace:
-            value = replace["fc"]
-        if taps is not None:
-            taps["fc"] = value
-        return value
+                return x, None
+        x = record("avgpool", global_average_pool(x))
+        if stop_at == "avgpool":
+            return x, None
+        logits = record("fc", self.fc(self.dropout(x)))
+        return logits, aux if self.training else None
 
 
 def tap_names(config: InceptionV3Config | None = None) -> list[str]:

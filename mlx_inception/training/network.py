@@ -8,6 +8,7 @@ from dataclasses import replace
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import kernels
 from ..checkpoints.store import model_weights
 from ..data.labels import imagenet_classes, imagenet_synsets
 from ..model import InceptionV3, InceptionV3Config, Preprocessing
@@ -68,7 +69,7 @@ def build_network(
     mx.random.seed(config.seed)
     if saved is not None:
         config, _ = settle_architecture(config, saved)
-        model = InceptionV3(saved, init_weights=False)
+        model = kernels.install(InceptionV3(saved, init_weights=False))
         set_batchnorm_momentum(model, config.bn_momentum)
         model.train()
         return model, config, notes
@@ -99,7 +100,7 @@ def build_network(
             preprocessing=preprocessing_for(config.image_size, base.preprocessing),
             source={"trained_from": str(config.init), "init_source": dict(base.source)},
         )
-    model = InceptionV3(model_config)
+    model = kernels.install(InceptionV3(model_config))
     if source_weights:
         why = f"{len(classes)} classes; the weights have {_class_count(source_weights)}"
         if base is not None and base.num_classes == len(classes) and not _same_classes(

@@ -44,6 +44,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .. import kernels
 from ..atomic import write_text_atomically
 from ..checkpoints.store import model_weights, read_config
 from ..data.augment import training_input
@@ -383,7 +384,7 @@ class Trainer:
         if not self.val_samples:
             return {"val_loss": None, "val_top1": None, "val_top5": None}
         if self._eval_model is None:
-            self._eval_model = InceptionV3(self.model.config, init_weights=False)
+            self._eval_model = kernels.install(InceptionV3(self.model.config, init_weights=False))
         model = self._eval_model
         model.update(tree_unflatten(list(self.evaluation_weights().items())))
         model.eval()

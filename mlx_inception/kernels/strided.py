@@ -2,9 +2,8 @@
 same forward pass and the same gradients computed another way.
 
 MLX differentiates a stride-2 convolution or a strided pool through a convolution with a
-dilated input or a scatter through a strided view; its CPU backend runs those as plain loops.
-Measured at batch 16 (2 cores): the input gradient of Mixed_6a's 3x3/2 convolution took 10 s
-(the whole training step about 35 s), the stem's first 3x3/2 max pool 1.7 s. Here:
+dilated input or a scatter through a strided view; its CPU backend runs those as plain loops,
+which took most of a training step's time (docs/performance.md). Here:
 
 - a strided convolution's input gradient is one matrix product, ``dy @ W`` (every output
   position's contribution to its k x k window), folded back onto the input grid;
@@ -22,6 +21,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from ..model import layers
+from ..model.layers import pair
+from .conv import on_cpu
 
 
 def fold_windows(
@@ -93,15 +96,12 @@ class StridedConv2d(nn.Conv2d):
 
     def __call__(self, x: mx.array) -> mx.array:
         stride, padding = pair(self.stride), pair(self.padding)
-        if stride[0] != stride[1] or pair(self.dilation) != (1, 1) or self.groups != 1:
+        if not on_cpu() or stride[0] != stride[1] or pair(self.dilation) != (1, 1) or (
+            self.groups != 1
+        ):
             return super().__call__(x)
         y = _strided_conv2d(x, self.weight, stride, padding)
         return y + self.bias if "bias" in self else y
-
-
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    """Return a kernel size, stride or padding as (height, width)."""
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 @mx.custom_function
@@ -139,15 +139,19 @@ def _avg_pool_vjp(primals, cotangent, output):
     return fold_windows(taps, x.shape[1], x.shape[2], stride), None, None
 
 
-def max_pool(x: mx.array, kernel_size: int, stride: int) -> mx.array:
-    """Return ``nn.MaxPool2d(kernel_size, stride)(x)``, with the fast gradient when strided."""
-    if stride == 1:
-        return nn.MaxPool2d(kernel_size, stride)(x)
-    return _max_pool(x, kernel_size, stride)
+class MaxPool2d(layers.MaxPool2d):
+    """The model's max pool with, when strided on the CPU, the fast gradient."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.stride == 1 or self.padding or not on_cpu():
+            return super().__call__(x)
+        return _max_pool(x, self.kernel_size, self.stride)
 
 
-def avg_pool(x: mx.array, kernel_size: int, stride: int) -> mx.array:
-    """Return ``nn.AvgPool2d(kernel_size, stride)(x)``, with the fast gradient when strided."""
-    if stride == 1:
-        return nn.AvgPool2d(kernel_size, stride)(x)
-    return _avg_pool(x, kernel_size, stride)
+class AvgPool2d(layers.AvgPool2d):
+    """The model's average pool with, when strided on the CPU, the fast gradient."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.stride == 1 or not on_cpu():
+            return super().__call__(x)
+        return _avg_pool(x, self.kernel_size, self.stride)

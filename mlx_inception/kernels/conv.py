@@ -13,9 +13,9 @@ is k*k matrix products over *contiguous* slices of the input, accumulated in pla
 gradient of tap (i, j) is ``x[i*W + j :][:M].T @ dy`` with dy zero on the dropped rows, and the
 input gradient is the same sum over the zero-padded dy with the kernel turned by 180 degrees.
 
-Measured on 2 cores (batch 8, 147x147x32 -> 32, the stem's second layer): MLX's conv2d 0.24 s,
-this 0.05 s. Where the dropped rows are many (small images, wide kernels: see :data:`MAX_WASTE`)
-and on a GPU, MLX's own convolution is used (:func:`conv2d` decides at call time).
+Where the dropped rows are many (small images, wide kernels: see :data:`MAX_WASTE`) and off the
+CPU, MLX's own convolution is used (:func:`conv2d` decides at call time). docs/performance.md
+has the measurements.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .gradients import pair
+from ..model.layers import pair
 
 
 def _rows(x: mx.array, kernel_h: int, kernel_w: int) -> tuple[mx.array, int]:
@@ -77,15 +77,14 @@ def _shifted_conv2d_vjp(primals, cotangent, output):
     return dx, dw
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
+    """Return whether MLX computes on the CPU now (the kernels here are for it only)."""
     return mx.default_device().type == mx.DeviceType.cpu
 
 
 #: Use the shifted products when they compute less than this many times the output's
-#: positions. Measured per layer of Inception-v3 (training step, batch 16, 2 cores), time
-#: against MLX's convolution: 0.37-0.49 in the stem (ratio 1.03-1.06), 0.45 for the 5x5 on 35x35
-#: (1.24), 0.73-1.04 for 1x1 (1.0), 1.0 for 3x3 on 35x35 (1.12); but 1.0-1.2 for 1x7 and 7x1 on
-#: 17x17 (1.35), 1.1-1.2 on 8x8 (1.25-1.56) and 2.2 for the aux head's 5x5 on 5x5 (25).
+#: positions: below it they beat MLX's convolution in every layer measured, above it (1x7 and
+#: 7x1 on 17x17, 8x8 grids, the aux head's 5x5 on 5x5) they lose (docs/performance.md).
 MAX_WASTE = 1.25
 
 
@@ -96,7 +95,7 @@ def waste(height: int, width: int, kernel_h: int, kernel_w: int) -> float:
 
 def prefers_shifted(input_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> bool:
     """Return whether :func:`conv2d` computes this convolution as shifted products."""
-    return _on_cpu() and waste(*input_shape[1:3], *weight_shape[1:3]) < MAX_WASTE
+    return on_cpu() and waste(*input_shape[1:3], *weight_shape[1:3]) < MAX_WASTE
 
 
 def conv2d(x: mx.array, weight: mx.array, shifted: bool | None = None) -> mx.array:
@@ -111,13 +110,13 @@ def conv2d(x: mx.array, weight: mx.array, shifted: bool | None = None) -> mx.arr
     return shifted_conv2d(x.astype(mx.float32), weight.astype(mx.float32)).astype(x.dtype)
 
 
-class Conv2d(nn.Conv2d):
+class ShiftedConv2d(nn.Conv2d):
     """``nn.Conv2d`` with stride 1 (same parameters), computed as shifted matrix products on the
     CPU, in float32 (as MLX's CPU convolution computes half precision), and by MLX's own
     convolution elsewhere."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not _on_cpu() or pair(self.stride) != (1, 1) or pair(self.dilation) != (1, 1) or (
+        if not on_cpu() or pair(self.stride) != (1, 1) or pair(self.dilation) != (1, 1) or (
             self.groups != 1
         ):
             return super().__call__(x)
