@@ -10,11 +10,11 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import (
     QFrame,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QSizePolicy,
     QSlider,
+    QStatusBar,
     QVBoxLayout,
     QWidget,
 )
@@ -289,11 +289,11 @@ class BarChart(QWidget):
             self.chosen.emit(self._bars[row].key)
 
 
-class BusyIndicator(QWidget):
-    """What the worker is doing: a line of text, and a progress bar shown while it works."""
+class BusyIndicator:
+    """What the worker is doing, at the right of a status bar: a line of text, and a progress
+    bar shown while it works."""
 
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
+    def __init__(self, status_bar: QStatusBar):
         self.text = QLabel("")
         # Long messages are cut, never allowed to widen the window.
         self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -302,10 +302,8 @@ class BusyIndicator(QWidget):
         self.bar.setFixedWidth(160)
         self.bar.setTextVisible(False)
         self.bar.hide()
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.text)
-        layout.addWidget(self.bar)
+        status_bar.addPermanentWidget(self.text)
+        status_bar.addPermanentWidget(self.bar)
 
     def set_busy(self, busy: bool, description: str = "") -> None:
         """Show the bar, with what is being done, or hide both once the worker is idle."""

@@ -6,6 +6,10 @@ results that come back, and only those of the newest request of each kind. Reque
 different kinds that answer the same question cancel each other: opening a file drops a web
 image still downloading, choosing local weights drops a weights download, and each result is
 drawn with the source it was asked for, never with what was asked for later.
+
+What the window draws in is ``panels.Workspace``; what a drop or paste holds is read by
+``sources``, the next image of a folder and the recent files come from ``navigation``, and the
+menus are built in ``menus``.
 """
 
 from __future__ import annotations
@@ -128,9 +132,8 @@ class MainWindow(QMainWindow):
         self.status_text = QLabel("")
         # Long messages are cut, never allowed to widen the window.
         self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.busy = BusyIndicator()
         self.statusBar().addWidget(self.status_text, 1)
-        self.statusBar().addPermanentWidget(self.busy)
+        self.busy = BusyIndicator(self.statusBar())
         self.worker.progress.connect(
             lambda kind, generation, fraction, text: self.busy.show_progress(fraction, text))
         self.worker.busy_changed.connect(self.busy.set_busy)
@@ -185,11 +188,6 @@ class MainWindow(QMainWindow):
             path = images[0]
         self.worker.cancel("fetch")  # a web image still downloading was asked for earlier
         self._open(str(path), path.name)
-
-    def open_bytes(self, data: bytes, name: str) -> None:
-        """Open the bytes of an image file."""
-        self.worker.cancel("fetch")
-        self._open(data, name)
 
     def open_array(self, pixels: np.ndarray, name: str) -> None:
         """Open uint8 RGB (H, W, 3) or RGBA (H, W, 4) pixels (RGBA is composited on white)."""
@@ -305,6 +303,10 @@ class MainWindow(QMainWindow):
         self.last_error = None
         self.error_label.hide()
 
+    def _hover(self, text: str) -> None:
+        if text:
+            self.status_text.setText(text)
+
     def _show_weights(self, info: WeightsInfo | None) -> None:
         """Say in the banner what network is loaded (in orange when it is not a trained one)."""
         if info is None:
@@ -362,12 +364,6 @@ class MainWindow(QMainWindow):
         if analysis.path:
             self.recent.remember(analysis.path)
         self.request_grad_cam()
-
-    # --- hovering ---
-
-    def _hover(self, text: str) -> None:
-        if text:
-            self.status_text.setText(text)
 
     # --- input: dialogs, drops, clipboard, folders, recent files -------------------------------
 
