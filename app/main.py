@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    from .window import MainWindow, wait_until_settled
+    from .window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("mlx-inception-app")
@@ -124,6 +124,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _timer = wait_until_settled(window, capture, SCREENSHOT_TIMEOUT_S * 1000, timed_out)  # noqa: F841
     app.exec()
     return _exit(window, outcome["code"])
+
+
+def wait_until_settled(window, callback, timeout_ms: int, on_timeout):
+    """Call ``callback()`` once ``window`` has drawn every result, or ``on_timeout()``."""
+    from PySide6.QtCore import QTimer
+
+    timer = QTimer(window)
+    elapsed = {"ms": 0}
+    interval = 100
+
+    def check() -> None:
+        elapsed["ms"] += interval
+        if window.is_settled() and window.info is not None:
+            timer.stop()
+            callback()
+        elif elapsed["ms"] >= timeout_ms:
+            timer.stop()
+            on_timeout()
+
+    timer.timeout.connect(check)
+    timer.start(interval)
+    return timer
 
 
 def _exit(window, code: int) -> int:

@@ -150,6 +150,33 @@ def cached_weights(source: str) -> str | None:
     return str(path) if path is not None else None
 
 
+def startup_sources(last: str | None) -> list[str]:
+    """Return the weights to try at startup, none of them a download: ``last`` used, the default.
+
+    A registry name or repo id is tried only when it is in the Hub's cache already.
+    """
+    sources = []
+    if last and last != RANDOM_WEIGHTS:
+        if is_local_source(last):
+            sources.append(last)
+        else:
+            try:
+                cached = cached_weights(last)
+            except Exception:  # a broken cache must never stop the app from opening
+                cached = None
+            if cached:
+                sources.append(cached)
+    try:
+        from mlx_inception.checkpoints import registry
+
+        default = cached_weights(registry.default_name())
+    except Exception:
+        default = None
+    if default and default not in sources:
+        sources.append(default)
+    return sources
+
+
 def progress_bar_class(report: Callable[[float, str], None], interval: float = 0.1) -> type:
     """Return a tqdm class for ``hub.resolve`` that sends progress to ``report(fraction, text)``.
 

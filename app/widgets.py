@@ -1,4 +1,4 @@
-"""Small drawing widgets: a scalable image view, probability bars, branch share bars."""
+"""Small widgets: a titled frame, a scalable image view, bars, captions, a busy indicator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen
-from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QLabel,
+    QProgressBar,
+    QSizePolicy,
+    QSlider,
+    QStatusBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 ACCENT = QColor("#4c9be8")
 ACCENT_SOFT = QColor("#2f5f8f")
@@ -41,6 +50,33 @@ def qimage_to_array(image: QImage) -> np.ndarray:
     buffer = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
     rows = buffer.reshape(height, image.bytesPerLine())
     return rows[:, : channels * width].reshape(height, width, channels).copy()
+
+
+def shape_text(array: np.ndarray) -> str:
+    """Return "H×W×C" for an (H, W, C) map (or the length of a vector)."""
+    return "×".join(str(n) for n in array.shape)
+
+
+def short_name(key: str) -> str:
+    """Return the part of a tap name after the module ("branch7x7" of "Mixed_6b.branch7x7")."""
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def caption() -> QLabel:
+    """Return an empty centred caption label, for the text under a picture."""
+    label = QLabel()
+    label.setObjectName("caption")
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+    return label
+
+
+def slider(value: int) -> QSlider:
+    """Return a horizontal 0..100 slider at ``value`` (an opacity in percent)."""
+    control = QSlider(Qt.Orientation.Horizontal)
+    control.setRange(0, 100)
+    control.setValue(value)
+    return control
 
 
 class Panel(QFrame):
@@ -82,7 +118,7 @@ class ImageView(QWidget):
         self._shrunk: tuple[tuple[int, int], QImage] | None = None
         self.array: np.ndarray | None = None  # the pixels shown, as given
         self._placeholder = placeholder
-        self._marker: QRectF | None = None
+        self.marker: QRectF | None = None
         self._minimum = minimum
         self.setMouseTracking(True)
         self.setMinimumSize(minimum, minimum)
@@ -95,7 +131,7 @@ class ImageView(QWidget):
         self.array = rgb
         self._image = None if rgb is None else to_qimage(rgb)
         self._shrunk = None
-        self._marker = None
+        self.marker = None
         self.update()
 
     def set_placeholder(self, text: str) -> None:
@@ -104,7 +140,7 @@ class ImageView(QWidget):
 
     def set_marker(self, rect: QRectF | None) -> None:
         """Outline ``rect`` (image coordinates), e.g. the selected channel's tile."""
-        self._marker = rect
+        self.marker = rect
         self.update()
 
     def has_image(self) -> bool:
@@ -155,12 +191,12 @@ class ImageView(QWidget):
                     *size, Qt.AspectRatioMode.IgnoreAspectRatio,
                     Qt.TransformationMode.SmoothTransformation))
             painter.drawImage(target.topLeft(), self._shrunk[1])
-        if self._marker is not None:
+        if self.marker is not None:
             sx = target.width() / self._image.width()
             sy = target.height() / self._image.height()
-            rect = QRectF(target.left() + self._marker.left() * sx,
-                          target.top() + self._marker.top() * sy,
-                          self._marker.width() * sx, self._marker.height() * sy)
+            rect = QRectF(target.left() + self.marker.left() * sx,
+                          target.top() + self.marker.top() * sy,
+                          self.marker.width() * sx, self.marker.height() * sy)
             painter.setPen(QPen(HIGHLIGHT, 2))
             painter.drawRect(rect.adjusted(-1, -1, 1, 1))
 
@@ -251,3 +287,40 @@ class BarChart(QWidget):
         row = int(event.position().y() // self._row_height)
         if 0 <= row < len(self._bars) and self._bars[row].key is not None:
             self.chosen.emit(self._bars[row].key)
+
+
+class BusyIndicator:
+    """What the worker is doing, at the right of a status bar: a line of text, and a progress
+    bar shown while it works."""
+
+    def __init__(self, status_bar: QStatusBar):
+        self.text = QLabel("")
+        # Long messages are cut, never allowed to widen the window.
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.text.setMinimumWidth(260)
+        self.bar = QProgressBar()
+        self.bar.setFixedWidth(160)
+        self.bar.setTextVisible(False)
+        self.bar.hide()
+        status_bar.addPermanentWidget(self.text)
+        status_bar.addPermanentWidget(self.bar)
+
+    def set_busy(self, busy: bool, description: str = "") -> None:
+        """Show the bar, with what is being done, or hide both once the worker is idle."""
+        self.bar.setVisible(busy)
+        if busy:
+            self.bar.setRange(0, 0)
+            if description:
+                self.text.setText(description + "…")
+        else:
+            self.text.setText("")
+
+    def show_progress(self, fraction: float, text: str = "") -> None:
+        """Fill the bar to ``fraction`` (below 0: unknown, the bar moves) and say ``text``."""
+        if fraction < 0:
+            self.bar.setRange(0, 0)
+        else:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(1000 * fraction))
+        if text:
+            self.text.setText(text)

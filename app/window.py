@@ -6,164 +6,52 @@ results that come back, and only those of the newest request of each kind. Reque
 different kinds that answer the same question cancel each other: opening a file drops a web
 image still downloading, choosing local weights drops a weights download, and each result is
 drawn with the source it was asked for, never with what was asked for later.
+
+What the window draws in is ``panels.Workspace``; what a drop or paste holds is read by
+``sources``, the next image of a folder and the recent files come from ``navigation``, and the
+menus are built in ``menus``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QMimeData, QSettings, Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
+from PySide6.QtCore import QMimeData, QSettings
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
     QLabel,
     QMainWindow,
-    QProgressBar,
     QSizePolicy,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
-from mlx_inception.data.images import IMAGE_EXTENSIONS, is_image_file
-from mlx_inception.errors import ImageError
 from mlx_inception.inference.gradcam import DEFAULT_LAYER
 
 from . import export
 from .dialogs import WeightsDialog
-from .panels import ChannelPanel, GradCamPanel, InputPanel, NetworkPanel, PredictionsPanel
+from .menus import build_menus
+from .navigation import IMAGE_FILTER, RecentFiles, folder_images, neighbour
+from .panels import Workspace
 from .session import (
     RANDOM_WEIGHTS,
     Analysis,
     GradCamResult,
     ModelSession,
     WeightsInfo,
-    cached_weights,
     download_weights,
     is_local_source,
+    startup_sources,
 )
-from .widgets import qimage_to_array
+from .sources import NothingToOpen, fetch_url, may_hold_an_image, read_mime, short_address, url_name
+from .style import STYLE
+from .widgets import BusyIndicator
 from .workers import DOWNLOAD, IO, Worker
-
-MAX_RECENT = 10
-# Images fetched from a browser drop larger than this are refused (a page, not a picture).
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-IMAGE_FILTER = "Images ({});;All files (*)".format(" ".join(f"*{e}" for e in IMAGE_EXTENSIONS))
-_IMG_SRC = re.compile(r"""<img[^>]+src\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
-# Where a dragged HTML fragment came from: a <base href>, or the "SourceURL:" line of the
-# clipboard's HTML format on Windows. Relative image addresses are resolved against it.
-_BASE_HREF = re.compile(r"""<base[^>]+href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
-_SOURCE_URL = re.compile(r"^SourceURL:(\S+)", re.MULTILINE)
-WEB_SCHEMES = ("http", "https", "data")
-
-STYLE = """
-QMainWindow, QWidget { background: #1e1f22; color: #e6e6e6; font-size: 13px; }
-QFrame#panel { background: #26282c; border: 1px solid #34373d; border-radius: 6px; }
-QLabel#panelTitle { font-size: 15px; font-weight: 600; color: #ffffff; background: transparent; }
-QLabel#heading { color: #d8dadf; background: transparent; }
-QLabel#caption { color: #a0a4ab; background: transparent; font-size: 12px; }
-QLabel#branchTitle { color: #cfd3da; background: transparent; font-weight: 600; }
-QLabel#banner { padding: 7px 10px; border-radius: 5px; background: #24384f; color: #dbe9f8; }
-QLabel#banner[warning="true"] { background: #5a4317; color: #ffe7b0; }
-QLabel#error { padding: 7px 10px; border-radius: 5px; background: #5c2327; color: #ffd9db; }
-QTreeWidget, QListWidget, QLineEdit, QComboBox {
-    background: #1b1c1f; border: 1px solid #3a3d43; border-radius: 4px; padding: 2px;
-    selection-background-color: #2f5f8f; }
-QHeaderView::section { background: #26282c; color: #a0a4ab; border: none; padding: 3px; }
-QPushButton { background: #34373d; border: 1px solid #464a51; border-radius: 4px;
-    padding: 4px 10px; }
-QPushButton:hover { background: #3d4148; }
-QPushButton:disabled { color: #6b6f76; }
-QToolBar { background: #26282c; border: none; spacing: 4px; padding: 3px; }
-QToolButton { padding: 4px 8px; border-radius: 4px; }
-QToolButton:hover { background: #3a3d43; }
-QStatusBar { background: #26282c; color: #a0a4ab; }
-QSplitter::handle { background: #1e1f22; }
-QMenuBar { background: #26282c; }
-QMenu { background: #26282c; border: 1px solid #3a3d43; }
-QMenu::item:selected { background: #2f5f8f; }
-QProgressBar { border: 1px solid #3a3d43; border-radius: 3px; background: #1b1c1f;
-    max-height: 12px; }
-QProgressBar::chunk { background: #4c9be8; }
-QSlider::groove:horizontal { height: 4px; background: #3a3d43; border-radius: 2px; }
-QSlider::handle:horizontal { background: #4c9be8; width: 12px; margin: -5px 0; border-radius: 6px; }
-"""
-
-
-def natural_key(path: Path) -> list[Any]:
-    """Sort key that puts img2 before img10."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
-def folder_images(folder: Path) -> list[Path]:
-    """Return the image files of ``folder`` in natural name order."""
-    try:
-        entries = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
-    except OSError:
-        return []
-    return sorted(entries, key=natural_key)
-
-
-def html_image_url(html: str) -> tuple[str | None, str | None]:
-    """Return (the address of the first image in ``html`` that can be fetched, a skipped one).
-
-    A relative ``src`` is resolved against the page's address when the fragment names it
-    (``<base href>`` or a ``SourceURL:`` header) and skipped otherwise: a dragged fragment
-    alone does not say which server it came from.
-    """
-    found = _BASE_HREF.search(html) or _SOURCE_URL.search(html)
-    base = found.group(1) if found else None
-    if base and urllib.parse.urlparse(base).scheme not in ("http", "https"):
-        base = None
-    skipped = None
-    for match in _IMG_SRC.finditer(html):
-        src = match.group(1).strip()
-        if urllib.parse.urlparse(src).scheme in WEB_SCHEMES:
-            return src, skipped
-        if base:
-            return urllib.parse.urljoin(base, src), skipped
-        skipped = skipped or src
-    return None, skipped
-
-
-def url_name(url: str) -> str:
-    """Return a short name for an image's web address: its file name, or what it is."""
-    if url.startswith("data:"):
-        return "dropped image"
-    return Path(urllib.parse.urlparse(url).path).name or "image from the web"
-
-
-def fetch_url(url: str, timeout: float = 20.0) -> bytes:
-    """Return the bytes at an http(s) or data: URL (an image dragged from a web page)."""
-    if urllib.parse.urlparse(url).scheme not in WEB_SCHEMES:
-        raise ImageError(f"{url}: not a web address (http, https or data)")
-    if url.startswith("data:"):
-        header, _, payload = url.partition(",")
-        try:
-            if header.endswith(";base64"):
-                return base64.b64decode(payload, validate=False)
-            return urllib.parse.unquote_to_bytes(payload)
-        except (binascii.Error, ValueError) as error:
-            raise ImageError(f"dropped data URL cannot be decoded ({error})") from None
-    request = urllib.request.Request(url, headers={"User-Agent": "mlx-inception-app"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
-    except OSError as error:
-        reason = getattr(error, "reason", None) or error
-        raise ImageError(f"{url}: cannot download ({reason})") from None
-    if len(data) > MAX_DOWNLOAD_BYTES:
-        raise ImageError(f"{url}: more than {MAX_DOWNLOAD_BYTES >> 20} MB, not opened")
-    return data
 
 
 class MainWindow(QMainWindow):
@@ -183,12 +71,10 @@ class MainWindow(QMainWindow):
         self.worker.finished.connect(self._finished)
         self.worker.failed.connect(self._failed)
         self.worker.done.connect(self._done)
-        self.worker.progress.connect(self._progress)
-        self.worker.busy_changed.connect(self._busy)
-        self._outstanding = 0
         self._request = 0
         # What each request in flight was for (its source), by generation: a result is drawn
-        # and named with its own, never with what the window asked for since.
+        # and named with its own, never with what the window asked for since. Every request
+        # is in here until it has come back and been drawn.
         self._contexts: dict[int, Any] = {}
 
         self.info: WeightsInfo | None = None
@@ -206,13 +92,14 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setStyleSheet(STYLE)
         self._build()
-        self._build_actions()
+        self.recent_menu = build_menus(self)
+        self.recent = RecentFiles(self.settings, self.recent_menu, self.open_path)
         self.resize(1600, 1000)
 
-        sources = [weights] if weights else self._startup_sources()
         if weights:
             self.load_weights(weights)
         else:
+            sources = startup_sources(self.settings.value("weights/last", "", type=str))
             self._submit("weights", self.session.load_first, sources,
                          description="loading the network")
 
@@ -233,126 +120,34 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.banner)
         layout.addWidget(self.error_label)
 
-        self.input_panel = InputPanel()
-        self.predictions_panel = PredictionsPanel()
-        self.network_panel = NetworkPanel()
-        self.channel_panel = ChannelPanel()
-        self.gradcam_panel = GradCamPanel()
-
-        left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self.input_panel)
-        left.addWidget(self.predictions_panel)
-        left.setSizes([330, 600])
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.gradcam_panel)
-        right.addWidget(self.channel_panel)
-        right.setSizes([520, 420])
-        columns = QSplitter(Qt.Orientation.Horizontal)
-        columns.addWidget(left)
-        columns.addWidget(self.network_panel)
-        columns.addWidget(right)
-        columns.setStretchFactor(1, 1)
-        self.columns = columns
-        layout.addWidget(columns, 1)
+        self.workspace = Workspace()
+        # The panels by the names the window's users know them by.
+        self.panels = self.workspace.panels
+        self.input_panel, self.predictions_panel = self.panels["input"], self.panels["predictions"]
+        self.network_panel, self.channel_panel = self.panels["network"], self.panels["channel"]
+        self.gradcam_panel = self.panels["gradcam"]
+        layout.addWidget(self.workspace, 1)
         self.setCentralWidget(central)
 
         self.status_text = QLabel("")
-        self.busy_text = QLabel("")
-        for label in (self.status_text, self.busy_text):
-            # Long messages are cut, never allowed to widen the window.
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.busy_text.setMinimumWidth(260)
-        self.busy_bar = QProgressBar()
-        self.busy_bar.setFixedWidth(160)
-        self.busy_bar.setTextVisible(False)
-        self.busy_bar.hide()
+        # Long messages are cut, never allowed to widen the window.
+        self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.statusBar().addWidget(self.status_text, 1)
-        self.statusBar().addPermanentWidget(self.busy_text)
-        self.statusBar().addPermanentWidget(self.busy_bar)
+        self.busy = BusyIndicator(self.statusBar())
+        self.worker.progress.connect(
+            lambda kind, generation, fraction, text: self.busy.show_progress(fraction, text))
+        self.worker.busy_changed.connect(self.busy.set_busy)
 
         self.predictions_panel.class_chosen.connect(self.set_target_class)
-        self.network_panel.channel_selected.connect(self._show_channel)
         self.network_panel.gradcam_requested.connect(self.set_gradcam_layer)
         self.network_panel.hover_text.connect(self._hover)
-        self.network_panel.colormap.currentIndexChanged.connect(self._recolour_channel)
         self.gradcam_panel.layer_changed.connect(self.set_gradcam_layer)
-
-        self.panels = {
-            "input": self.input_panel,
-            "predictions": self.predictions_panel,
-            "network": self.network_panel,
-            "channel": self.channel_panel,
-            "gradcam": self.gradcam_panel,
-        }
-
-    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.setStatusTip(tip)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
-
-    def _build_actions(self) -> None:
-        menus = self.menuBar()
-        toolbar = self.addToolBar("Main")
-        toolbar.setMovable(False)
-
-        file = menus.addMenu("&File")
-        self.open_action = self._action(file, "&Open image…", self.choose_image,
-                                        QKeySequence.StandardKey.Open)
-        self.recent_menu = file.addMenu("Open &recent")
-        self.paste_action = self._action(file, "&Paste image", self.paste,
-                                         QKeySequence.StandardKey.Paste)
-        file.addSeparator()
-        self.previous_action = self._action(file, "Previous image in folder", self.previous_image,
-                                            Qt.Key.Key_PageUp)
-        self.next_action = self._action(file, "Next image in folder", self.next_image,
-                                        Qt.Key.Key_PageDown)
-        file.addSeparator()
-        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-
-        weights = menus.addMenu("&Weights")
-        self.weights_action = self._action(weights, "&Choose weights…", self.choose_weights,
-                                           "Ctrl+W")
-        self._action(weights, "Random initialisation (no weights)",
-                     lambda: self.load_weights(RANDOM_WEIGHTS))
-
-        exports = menus.addMenu("&Export")
-        self._action(exports, "Window as PNG…", lambda: self._ask_png("window"))
-        for name, label in (("input", "Input"), ("predictions", "Predictions"),
-                            ("network", "Network"), ("channel", "Channel"),
-                            ("gradcam", "Grad-CAM")):
-            self._action(exports, f"{label} panel as PNG…",
-                         lambda checked=False, n=name: self._ask_png(n))
-        exports.addSeparator()
-        self._action(exports, "Predictions as CSV…", lambda: self._ask_file(
-            "Predictions as CSV", "CSV (*.csv)", ".csv", self.export_predictions_csv))
-        self._action(exports, "Predictions as JSON…", lambda: self._ask_file(
-            "Predictions as JSON", "JSON (*.json)", ".json", self.export_predictions_json))
-        self._action(exports, "Shown module's activations as .npz…", lambda: self._ask_file(
-            "Activations", "NumPy archive (*.npz)", ".npz",
-            lambda p: self.export_activations(p, module_only=True)))
-        self._action(exports, "All activations as .npz…", lambda: self._ask_file(
-            "Activations", "NumPy archive (*.npz)", ".npz", self.export_activations))
-
-        for action in (self.open_action, self.paste_action, self.previous_action,
-                       self.next_action, self.weights_action):
-            toolbar.addAction(action)
-        self.previous_action.setText("◀ Previous")
-        self.next_action.setText("Next ▶")
-        self.open_action.setIconText("Open…")
-        self.paste_action.setIconText("Paste")
-        self.weights_action.setIconText("Weights…")
-        self._rebuild_recent()
 
     # --- requests -----------------------------------------------------------------------------
 
     def _submit(self, kind: str, function, *args, lane: str = "compute",
                 description: str = "", context: Any = None, **kwargs) -> int:
         """Queue a job; ``context`` (what it is for) comes back with its result or failure."""
-        self._outstanding += 1
         generation = self.worker.submit(kind, function, *args, lane=lane,
                                         description=description, **kwargs)
         self._contexts[generation] = context
@@ -360,31 +155,7 @@ class MainWindow(QMainWindow):
 
     def is_settled(self) -> bool:
         """Return True when every request has come back and been drawn."""
-        return self._outstanding == 0
-
-    def _startup_sources(self) -> list[str]:
-        """Return weights to try at startup, without downloading: last used, cached default."""
-        sources = []
-        last = self.settings.value("weights/last", "", type=str)
-        if last and last != RANDOM_WEIGHTS:
-            if is_local_source(last):
-                sources.append(last)
-            else:
-                try:
-                    cached = cached_weights(last)
-                except Exception:  # a broken cache must never stop the app from opening
-                    cached = None
-                if cached:
-                    sources.append(cached)
-        try:
-            from mlx_inception.checkpoints import registry
-
-            default = cached_weights(registry.default_name())
-        except Exception:
-            default = None
-        if default and default not in sources:
-            sources.append(default)
-        return sources
+        return not self._contexts
 
     def load_weights(self, source: str) -> None:
         """Load weights from a registry name, repo id, folder, checkpoint or "random"."""
@@ -417,11 +188,6 @@ class MainWindow(QMainWindow):
             path = images[0]
         self.worker.cancel("fetch")  # a web image still downloading was asked for earlier
         self._open(str(path), path.name)
-
-    def open_bytes(self, data: bytes, name: str) -> None:
-        """Open the bytes of an image file."""
-        self.worker.cancel("fetch")
-        self._open(data, name)
 
     def open_array(self, pixels: np.ndarray, name: str) -> None:
         """Open uint8 RGB (H, W, 3) or RGBA (H, W, 4) pixels (RGBA is composited on white)."""
@@ -473,7 +239,6 @@ class MainWindow(QMainWindow):
 
     def _done(self, kind: str, generation: int) -> None:
         self._contexts.pop(generation, None)
-        self._outstanding = max(0, self._outstanding - 1)
 
     def _finished(self, kind: str, generation: int, result: Any) -> None:
         context = self._contexts.get(generation)
@@ -517,34 +282,16 @@ class MainWindow(QMainWindow):
         if kind == "fetch":
             # fetch_url's messages begin with the address; others get it put in front.
             named = message if message.startswith(str(context)) else (
-                f"{_short(context)}: {message}")
+                f"{short_address(context)}: {message}")
             self.show_error(f"Could not open {named}")
             return
         if kind == "analyse":
             source, name = context
             self.show_error(f"Could not open {name}: {message}")
             if isinstance(source, str) and not os.path.exists(source):
-                self._forget(source)  # a recent file that has gone: no longer offered
+                self.recent.forget(source)  # a recent file that has gone: no longer offered
             return
         self.show_error(message)
-
-    def _progress(self, kind: str, generation: int, fraction: float, text: str) -> None:
-        if fraction < 0:
-            self.busy_bar.setRange(0, 0)
-        else:
-            self.busy_bar.setRange(0, 1000)
-            self.busy_bar.setValue(int(1000 * fraction))
-        if text:
-            self.busy_text.setText(text)
-
-    def _busy(self, busy: bool, description: str) -> None:
-        self.busy_bar.setVisible(busy)
-        if busy:
-            self.busy_bar.setRange(0, 0)
-            if description:
-                self.busy_text.setText(description + "…")
-        else:
-            self.busy_text.setText("")
 
     def show_error(self, message: str) -> None:
         self.last_error = message
@@ -555,6 +302,10 @@ class MainWindow(QMainWindow):
     def clear_error(self) -> None:
         self.last_error = None
         self.error_label.hide()
+
+    def _hover(self, text: str) -> None:
+        if text:
+            self.status_text.setText(text)
 
     def _show_weights(self, info: WeightsInfo | None) -> None:
         """Say in the banner what network is loaded (in orange when it is not a trained one)."""
@@ -603,12 +354,7 @@ class MainWindow(QMainWindow):
         self.clear_error()
         self.target_class = None
         self.grad_cam_result = None
-        self.input_panel.show_analysis(analysis, self.info)
-        labels = self.info.labels if self.info else None
-        self.predictions_panel.show_analysis(analysis, labels)
-        self.network_panel.set_taps(analysis.taps)
-        self.channel_panel.clear()
-        self.gradcam_panel.clear()
+        self.workspace.show_analysis(analysis, self.info)
         self.setWindowTitle(f"mlx-inception — {analysis.name}")
         top = analysis.top_k[0]
         self.status_text.setText(
@@ -616,30 +362,8 @@ class MainWindow(QMainWindow):
             f"{analysis.seconds:.2f} s"
         )
         if analysis.path:
-            self._remember(analysis.path)
-        self._restore_channel()
+            self.recent.remember(analysis.path)
         self.request_grad_cam()
-
-    # --- channels and hovering ----------------------------------------------------------------
-
-    def _show_channel(self, key: str, channel: int) -> None:
-        if self.analysis is None or key not in self.analysis.taps:
-            return
-        self.channel_panel.show_channel(key, channel, self.analysis.taps[key], self.analysis.crop,
-                                        self.network_panel.colormap_name())
-
-    def _restore_channel(self) -> None:
-        selected = self.network_panel.selected
-        if selected and self.analysis and selected[0] in self.analysis.taps:
-            self._show_channel(*selected)
-
-    def _recolour_channel(self) -> None:
-        if self.channel_panel.key is not None:
-            self._show_channel(self.channel_panel.key, self.channel_panel.channel)
-
-    def _hover(self, text: str) -> None:
-        if text:
-            self.status_text.setText(text)
 
     # --- input: dialogs, drops, clipboard, folders, recent files -------------------------------
 
@@ -655,48 +379,21 @@ class MainWindow(QMainWindow):
 
         Returns False (and says why in the window) when there is nothing to open.
         """
-        urls = mime.urls() if mime.hasUrls() else []
-        for url in urls:
-            if url.isLocalFile():
-                self.open_path(url.toLocalFile())
-                return True
-        if mime.hasImage():
-            image = mime.imageData()
-            if isinstance(image, QImage) and not image.isNull():
-                # Transparency kept: the package composites it on white, as for files.
-                self.open_array(qimage_to_array(image), f"{origin} image")
-                return True
-        for url in urls:
-            if url.scheme() in WEB_SCHEMES:
-                self.open_url(url.toString())
-                return True
-        skipped = None
-        if mime.hasHtml():
-            address, skipped = html_image_url(mime.html())
-            if address:
-                self.open_url(address)
-                return True
-        if mime.hasText():
-            text = mime.text().strip()
-            if text.startswith(("http://", "https://", "data:image")):
-                self.open_url(text)
-                return True
-            local = QUrl(text).toLocalFile() if text.startswith("file:") else text
-            if local and len(local) < 4096 and Path(os.path.expanduser(local)).is_file():
-                self.open_path(local)
-                return True
-        if skipped:
-            self.show_error(f"Cannot open {_short(skipped)}: the {origin} HTML gives the image's "
-                            "address relative to a page it does not name; drag the image itself "
-                            "or copy its full address")
+        try:
+            found = read_mime(mime, origin)
+        except NothingToOpen as reason:
+            self.show_error(str(reason))
             return False
-        self.show_error(f"Nothing to open in what was {origin}: use an image file, image data "
-                        "or an image's web address")
-        return False
+        if found.path is not None:
+            self.open_path(found.path)
+        elif found.url is not None:
+            self.open_url(found.url)
+        else:
+            self.open_array(found.pixels, found.name)
+        return True
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt's name)
-        mime = event.mimeData()
-        if mime.hasUrls() or mime.hasImage() or mime.hasText() or mime.hasHtml():
+        if may_hold_an_image(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
@@ -720,17 +417,12 @@ class MainWindow(QMainWindow):
         images = folder_images(current_path.parent)
         if not images:
             return
-        names = [p.name for p in images]
-        if current_path.name in names:
-            index = names.index(current_path.name) + step
-        else:
-            keys = [natural_key(p) for p in images]
-            index = sum(k < natural_key(current_path) for k in keys) + (step if step < 0 else 0)
-        if not 0 <= index < len(images):
+        found = neighbour(images, current_path, step)
+        if found is None:
             self.status_text.setText("First image of the folder" if step < 0
                                      else "Last image of the folder")
             return
-        self.open_path(images[index])
+        self.open_path(found)
 
     def next_image(self) -> None:
         self._neighbour(+1)
@@ -739,27 +431,8 @@ class MainWindow(QMainWindow):
         self._neighbour(-1)
 
     def recent_files(self) -> list[str]:
-        value = self.settings.value("recent/files", [], type=list)
-        return [str(v) for v in value or []]
-
-    def _remember(self, path: str) -> None:
-        recent = [p for p in self.recent_files() if p != path]
-        self.settings.setValue("recent/files", [path] + recent[: MAX_RECENT - 1])
-        self._rebuild_recent()
-
-    def _forget(self, path: str) -> None:
-        recent = self.recent_files()
-        if path in recent:
-            self.settings.setValue("recent/files", [p for p in recent if p != path])
-            self._rebuild_recent()
-
-    def _rebuild_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = self.recent_files()
-        for path in recent:
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda checked=False, p=path: self.open_path(p))
-        self.recent_menu.setEnabled(bool(recent))
+        """Return the files opened last, newest first (File ▸ Open recent)."""
+        return self.recent.files()
 
     # --- weights ------------------------------------------------------------------------------
 
@@ -769,19 +442,6 @@ class MainWindow(QMainWindow):
             self.load_weights(dialog.source())
 
     # --- export -------------------------------------------------------------------------------
-
-    def _ask_file(self, title: str, pattern: str, suffix: str, write) -> None:
-        stem = Path(self.analysis.name).stem if self.analysis else "mlx-inception"
-        path, _ = QFileDialog.getSaveFileName(self, title, f"{stem}{suffix}", pattern)
-        if path:
-            try:
-                write(path)
-            except (OSError, ValueError) as error:
-                self.show_error(f"Could not save {path}: {error}")
-
-    def _ask_png(self, panel: str) -> None:
-        self._ask_file(f"Save {panel} as PNG", "PNG image (*.png)", f"-{panel}.png",
-                       lambda path: self.export_png(path, panel))
 
     def _require_analysis(self) -> Analysis:
         if self.analysis is None:
@@ -824,15 +484,6 @@ class MainWindow(QMainWindow):
 
     # --- closing ------------------------------------------------------------------------------
 
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        super().showEvent(event)
-        if not getattr(self, "_laid_out", False):
-            # Input and predictions on the left, the network in the middle, attribution on the
-            # right: a quarter, a half and a quarter of the width the window opens with.
-            self._laid_out = True
-            width = self.columns.width()
-            self.columns.setSizes([width // 4, width - 2 * (width // 4), width // 4])
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         # The window goes at once and the settings are on disk; the worker is told to stop but
         # not waited for. Its threads finish the job they are in (possibly seconds inside MLX)
@@ -841,32 +492,3 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self.worker.shutdown()
         super().closeEvent(event)
-
-
-def _short(text: str | None, limit: int = 120) -> str:
-    """Return ``text`` cut to ``limit`` characters (a data: URL can be megabytes)."""
-    if text is None:
-        return "the image"
-    if text.startswith("data:"):
-        return "the dropped image"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def wait_until_settled(window: MainWindow, callback, timeout_ms: int, on_timeout) -> QTimer:
-    """Call ``callback()`` once ``window`` has drawn every result, or ``on_timeout()``."""
-    timer = QTimer(window)
-    elapsed = {"ms": 0}
-    interval = 100
-
-    def check() -> None:
-        elapsed["ms"] += interval
-        if window.is_settled() and window.info is not None:
-            timer.stop()
-            callback()
-        elif elapsed["ms"] >= timeout_ms:
-            timer.stop()
-            on_timeout()
-
-    timer.timeout.connect(check)
-    timer.start(interval)
-    return timer

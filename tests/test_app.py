@@ -193,7 +193,7 @@ def test_the_original_is_outlined_where_the_crop_comes_from(qtbot, chelsea_windo
     assert bottom - top == pytest.approx(side, abs=1e-6)
     assert (left + right) / 2 == pytest.approx(451 / 2, abs=2.0)
     assert (top + bottom) / 2 == pytest.approx(150, abs=2.0)
-    marker = chelsea_window.input_panel.original._marker
+    marker = chelsea_window.input_panel.original.marker
     assert marker.width() == pytest.approx(right - left)  # the preview is the original's size
 
 
@@ -441,7 +441,8 @@ def test_switching_module_and_branch_updates_the_grids(qtbot, chelsea_window):
     panel.select("Mixed_6b", "Mixed_6b.branch7x7dbl")
     assert list(panel.views) == ["Mixed_6b.branch7x7dbl"]
 
-    stem_item = panel._find_item("Conv2d_2a_3x3", None)
+    [stem_item] = panel.navigator.findItems(
+        "Conv2d_2a_3x3", Qt.MatchFlag.MatchExactly | Qt.MatchFlag.MatchRecursive)
     panel.navigator.setCurrentItem(stem_item)  # what a click in the navigator does
     assert list(panel.views) == ["Conv2d_2a_3x3"]
     assert panel.views["Conv2d_2a_3x3"].grid.tile_height == 51
@@ -864,11 +865,14 @@ def test_starting_a_download_skips_weights_loads_not_yet_started(qtbot, tmp_path
     load = window.session.load_weights
     monkeypatch.setattr(window.session, "load_weights",
                         lambda source: (loads.append(str(source)), load(source))[1])
-    window._submit("slow", busy.wait, 30)  # the compute thread is busy
+    window.worker.submit("slow", busy.wait, 30)  # the compute thread is busy
     window.load_weights(str(small_weights))  # waits behind it
     window.load_weights("inception_v3.tv_in1k")  # asked for after it
+    behind = threading.Event()
+    window.worker.submit("behind", behind.set)  # runs once the load before it ran or was skipped
     busy.set()
-    qtbot.waitUntil(lambda: window._outstanding == 1, timeout=WAIT_MS)  # only the download
+    assert behind.wait(WAIT_MS / 1000)
+    assert loads == []  # skipped: the download was asked for after it
     release.set()
     settle(qtbot, window)
     assert loads == [str(downloaded)]
@@ -900,11 +904,12 @@ def test_a_download_holds_up_neither_web_images_nor_exports(qtbot, tmp_path, che
 def test_only_the_newest_queued_request_of_a_kind_runs(qtbot):
     worker = Worker()
     try:
-        release = threading.Event()
+        started, release = threading.Event(), threading.Event()
         ran = []
 
         def job(name):
             if name == "first":
+                started.set()
                 release.wait(10)
             ran.append(name)
             return name
@@ -913,7 +918,7 @@ def test_only_the_newest_queued_request_of_a_kind_runs(qtbot):
         worker.finished.connect(lambda kind, generation, result: delivered.append(
             (result, worker.is_current(kind, generation))))
         worker.submit("analyse", job, "first")
-        qtbot.waitUntil(lambda: not worker._lanes["compute"]._queue.qsize(), timeout=5000)
+        assert started.wait(5)  # taken off the queue: the next two wait behind it
         worker.submit("analyse", job, "second")
         worker.submit("analyse", job, "third")
         release.set()
@@ -945,12 +950,12 @@ def test_the_gui_thread_keeps_running_while_a_job_works(qtbot):
 
 def test_the_window_shows_a_busy_indicator_while_work_runs(qtbot, window):
     release = threading.Event()
-    window._submit("slow", release.wait, 10, description="thinking hard")
-    qtbot.waitUntil(lambda: window.busy_bar.isVisibleTo(window), timeout=5000)
-    assert window.busy_text.text() == "thinking hard…"
+    window.worker.submit("slow", release.wait, 10, description="thinking hard")
+    qtbot.waitUntil(lambda: window.busy.bar.isVisibleTo(window), timeout=5000)
+    assert window.busy.text.text() == "thinking hard…"
     release.set()
-    settle(qtbot, window)
-    assert not window.busy_bar.isVisibleTo(window)
+    qtbot.waitUntil(lambda: not window.busy.bar.isVisibleTo(window), timeout=5000)
+    assert window.busy.text.text() == ""
 
 
 def test_a_failing_job_is_reported_not_raised(qtbot):
@@ -1002,7 +1007,7 @@ def test_closing_the_window_while_the_network_works_returns_at_once(qtbot, tmp_p
         return value
 
     window.worker.finished.connect(lambda *result: reported.append(result))
-    window._submit("analyse", network_work, description="working")
+    window.worker.submit("analyse", network_work, description="working")
     assert started.wait(10)
     start = time.monotonic()
     window.close()
@@ -1045,12 +1050,12 @@ def window(name):
     return w
 
 closed, left_open = window("closed"), window("open")
-closed._submit("analyse", network_work, "closed.done", 1.5)
+closed.worker.submit("analyse", network_work, "closed.done", 1.5)
 time.sleep(0.3)
 start = time.monotonic()
 closed.close()
 print(f"close took {time.monotonic() - start:.3f} s")
-left_open._submit("analyse", network_work, "open.done", 1.5)
+left_open.worker.submit("analyse", network_work, "open.done", 1.5)
 time.sleep(0.3)
 print("the script ends while MLX works", flush=True)
 """
