@@ -43,7 +43,7 @@ from mlx_inception.training.network import (
     set_batchnorm_momentum,
 )
 from mlx_inception.training.recipe import ConfigError, load_config_file, resolve
-from mlx_inception.training.step import ema_decay_at
+from mlx_inception.training.step import dropout_keys, ema_decay_at
 from mlx_inception.training.trainer import Trainer
 
 # Settings shared by the small eager runs: 4 images per step, so every run reuses the same
@@ -232,6 +232,17 @@ def test_moving_average_decay_follows_tensorflows_num_updates_rule():
     assert ema_decay_at(0.9999, mx.array(0)).item() == pytest.approx(0.1)
     assert ema_decay_at(0.9999, mx.array(90)).item() == pytest.approx(91 / 100)
     assert ema_decay_at(0.9999, mx.array(10**6)).item() == pytest.approx(0.9999)
+
+
+def test_dropout_keys_depend_on_the_share_of_the_global_batch_not_on_its_layout():
+    # Process 1 of 2 holding one share draws what one process holding both draws for its second
+    # micro-batch; another step or seed draws something else.
+    alone = dropout_keys(seed=7, step=5, rank=0, micro_batches=2)
+    assert np.array_equal(np.array(dropout_keys(7, 5, rank=1, micro_batches=1)[0]),
+                          np.array(alone[1]))
+    assert not np.array_equal(np.array(alone[0]), np.array(alone[1]))
+    assert not np.array_equal(np.array(dropout_keys(7, 6, 0, 2)), np.array(alone))
+    assert not np.array_equal(np.array(dropout_keys(8, 5, 0, 2)), np.array(alone))
 
 
 # --- learning: a new head on a frozen backbone, compiled ----------------------------------

@@ -480,7 +480,3 @@ class Trainer:
     def _warn(self, message: str) -> None:
         self._say(f"warning: {message}")
 
-
-def train(config: TrainConfig, notes: list[str] | None = None, **options) -> dict[str, Any]:
-    """Train a new run described by ``config``; return the summary of ``Trainer.fit``."""
-    return Trainer(config, notes=notes, **options).fit()
