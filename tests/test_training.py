@@ -34,6 +34,7 @@ from mlx_inception.data.images import load_image
 from mlx_inception.data.transforms import preprocess
 from mlx_inception.errors import CheckpointError, DataError
 from mlx_inception.training import checkpoint as checkpoints
+from mlx_inception.training import trainer as trainer_module
 from mlx_inception.training.history import read_metrics
 from mlx_inception.training.network import (
     build_network,
@@ -42,7 +43,8 @@ from mlx_inception.training.network import (
     set_batchnorm_momentum,
 )
 from mlx_inception.training.recipe import ConfigError, load_config_file, resolve
-from mlx_inception.training.trainer import Trainer, ema_decay_at
+from mlx_inception.training.step import dropout_keys, ema_decay_at
+from mlx_inception.training.trainer import Trainer
 
 # Settings shared by the small eager runs: 4 images per step, so every run reuses the same
 # shapes; a high BatchNorm momentum so a few steps move the running statistics.
@@ -230,6 +232,17 @@ def test_moving_average_decay_follows_tensorflows_num_updates_rule():
     assert ema_decay_at(0.9999, mx.array(0)).item() == pytest.approx(0.1)
     assert ema_decay_at(0.9999, mx.array(90)).item() == pytest.approx(91 / 100)
     assert ema_decay_at(0.9999, mx.array(10**6)).item() == pytest.approx(0.9999)
+
+
+def test_dropout_keys_depend_on_the_share_of_the_global_batch_not_on_its_layout():
+    # Process 1 of 2 holding one share draws what one process holding both draws for its second
+    # micro-batch; another step or seed draws something else.
+    alone = dropout_keys(seed=7, step=5, rank=0, micro_batches=2)
+    assert np.array_equal(np.array(dropout_keys(7, 5, rank=1, micro_batches=1)[0]),
+                          np.array(alone[1]))
+    assert not np.array_equal(np.array(alone[0]), np.array(alone[1]))
+    assert not np.array_equal(np.array(dropout_keys(7, 6, 0, 2)), np.array(alone))
+    assert not np.array_equal(np.array(dropout_keys(8, 5, 0, 2)), np.array(alone))
 
 
 # --- learning: a new head on a frozen backbone, compiled ----------------------------------
@@ -444,9 +457,18 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exactly(straight_run, tiny_d
             yield batch
 
     monkeypatch.setattr(trainer.train_loader, "epoch", interrupt_during_the_second_epoch)
-    summary = trainer.fit()
+    # Python's own Ctrl-C handler, whatever the suite started with (under nohup or in a
+    # background job SIGINT is inherited as SIG_IGN, and that is what the trainer would restore).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    terminate = signal.getsignal(signal.SIGTERM)
+    try:
+        summary = trainer.fit()
+        # The handlers that were there before fit() are back.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is terminate
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert summary["stopped"] == "interrupted" and summary["steps"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     state = json.loads((out / "last" / "trainer_state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 1, 3)
     Trainer.resume(out, show_progress=False).fit()
@@ -545,13 +567,13 @@ def test_an_inf_gradient_stops_the_run_before_its_weights_are_saved(straight_run
     # update just made the weights inf or NaN. Injected here, as no tiny run diverges on cue.
     run = clone_run(straight_run, tmp_path / "copy")
     before = (run / "last").resolve()
-    build = Trainer._build_step
+    make_train_step = trainer_module.make_train_step
 
-    def diverging(self):
-        step = build(self)
-        return lambda *args: (*step(*args)[:2], mx.array(float("inf")))
+    def diverging(*args):
+        step = make_train_step(*args)
+        return lambda *batch: (*step(*batch)[:2], mx.array(float("inf")))
 
-    monkeypatch.setattr(Trainer, "_build_step", diverging)
+    monkeypatch.setattr(trainer_module, "make_train_step", diverging)
     trainer = Trainer.resume(run, {"epochs": 3}, show_progress=False)
     with pytest.raises(ConfigError, match=r"the gradient norm became inf at step 5; lower --lr"):
         trainer.fit()

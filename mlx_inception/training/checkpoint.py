@@ -19,24 +19,34 @@ deleted. A run killed at any moment leaves ``last`` naming a complete checkpoint
 one or the new one. Where the file system has no symbolic links (exFAT, some network shares),
 ``last`` and ``best`` are small text files holding the folder's path relative to RUN_DIR, also
 replaced atomically; ``resolve_link`` and ``load_checkpoint`` follow either.
+
+``resume_point`` reads a run's last checkpoint back with its configuration; ``checkpoint_arrays``
+and ``restore_arrays``, ``trainer_state`` and ``progress_from_state`` are each other's inverse, so
+a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+from mlx.optimizers import Optimizer
+from mlx.utils import tree_flatten, tree_unflatten
 
 from ..atomic import make_staging_dir
-from ..checkpoints.store import save_weights, write_safetensors
+from ..checkpoints.store import model_weights, read_config, save_weights, write_safetensors
 from ..errors import CheckpointError
-from ..model import InceptionV3Config
+from ..model import InceptionV3, InceptionV3Config
+from .history import EpochTotals
+from .recipe import ConfigError, TrainConfig, absolute_paths
 
 CHECKPOINTS = "checkpoints"
 TRAINING_STATE = "training_state.safetensors"
@@ -45,6 +55,128 @@ FORMAT_VERSION = 1
 # What trainer_state.json must hold for a run to resume.
 REQUIRED_STATE = ("epoch", "step_in_epoch", "step", "best_val_top1", "best_epoch", "totals",
                   "config")
+CONFIG_FILE = "train_config.json"
+# Settings a resumed run may change: they do not alter what is computed.
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "workers", "prefetch", "compile")
+
+
+@dataclass
+class Progress:
+    """Where the run stands: what a checkpoint must restore besides arrays."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # steps of the current epoch completed
+    step: int = 0  # optimizer steps completed in total
+    best_val_top1: float | None = None
+    best_epoch: int | None = None
+    totals: EpochTotals = field(default_factory=EpochTotals)
+
+
+def checkpoint_arrays(
+    model: InceptionV3, optimizer: Optimizer, average: dict[str, mx.array]
+) -> dict[str, mx.array]:
+    """Return the arrays a checkpoint saves: raw weights and statistics, optimizer state and
+    moving average, under the prefixes ``model/``, ``optimizer/`` and ``ema/``."""
+    arrays = {f"model/{k}": v for k, v in model_weights(model).items()}
+    arrays.update({f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)})
+    arrays.update({f"ema/{k}": v for k, v in average.items()})
+    return arrays
+
+
+def restore_arrays(
+    arrays: dict[str, mx.array], model: InceptionV3, optimizer: Optimizer,
+    average: dict[str, mx.array],
+) -> None:
+    """Load ``checkpoint_arrays``' output back into the model, optimizer and moving average."""
+    def part(prefix: str) -> dict[str, mx.array]:
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    try:
+        model.load_weights(list(part("model/").items()), strict=True)
+    except ValueError as error:
+        raise CheckpointError(f"the checkpoint does not fit the network ({error})") from None
+    optimizer.state = tree_unflatten(list(part("optimizer/").items()))
+    average.clear()
+    average.update(part("ema/"))
+
+
+def trainer_state(
+    progress: Progress, config: TrainConfig, fingerprint: str, averaged: bool,
+    metrics: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Return what ``trainer_state.json`` holds: the progress, the seed, the data's
+    fingerprint, the records of every finished epoch and the configuration."""
+    return {
+        "epoch": progress.epoch,
+        "step_in_epoch": progress.step_in_epoch,
+        "step": progress.step,
+        "best_val_top1": progress.best_val_top1,
+        "best_epoch": progress.best_epoch,
+        "totals": progress.totals.to_dict(),
+        "seed": config.seed,
+        "data_fingerprint": fingerprint,
+        "evaluated_weights": "moving average" if averaged else "trained",
+        "metrics": list(metrics),
+        "config": config.to_dict(),
+    }
+
+
+def progress_from_state(state: dict[str, Any]) -> Progress:
+    """Return the ``Progress`` a ``trainer_state.json`` records."""
+    try:
+        totals = EpochTotals(**state["totals"])
+    except TypeError as error:
+        raise CheckpointError(f"the checkpoint's running totals are damaged ({error}); "
+                              "restore it from a copy or start a new run") from None
+    return Progress(
+        epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], step=state["step"],
+        best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"], totals=totals,
+    )
+
+
+def data_fingerprint(samples: Sequence[tuple[Path, int]], root: str) -> str:
+    """Return a digest of the training images (paths within ``root``) and labels."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        digest.update(f"{os.path.relpath(path, root)}\0{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def resume_point(
+    run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, InceptionV3Config, dict[str, mx.array], dict[str, Any]]:
+    """Return the configuration (with ``overrides`` applied), network configuration, arrays
+    and state of ``run_dir``'s last checkpoint.
+
+    Only ``RESUMABLE_OVERRIDES`` may change; ``max_steps`` 0 lifts the limit.
+    """
+    run_dir = Path(os.path.abspath(os.path.expanduser(run_dir)))
+    folder = resolve_link(run_dir, "last")
+    if folder is None:
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint to resume (no {run_dir / 'last'}); start a new "
+            "run instead"
+        )
+    arrays, state = load_checkpoint(folder)
+    data = dict(state["config"])
+    data.update(absolute_paths(data))  # runs saved before paths were stored absolute
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    overrides.update(absolute_paths(overrides))
+    if overrides.get("max_steps") == 0:
+        overrides["max_steps"] = None  # lifts the limit
+        if data.get("max_steps") is None:
+            del overrides["max_steps"]
+    changed = {k: v for k, v in overrides.items() if data.get(k) != v}
+    refused = sorted(set(changed) - set(RESUMABLE_OVERRIDES))
+    if refused:
+        raise ConfigError(
+            f"a resumed run keeps its settings ({run_dir / CONFIG_FILE}); only "
+            f"{', '.join(RESUMABLE_OVERRIDES)} may change, not {', '.join(refused)}"
+        )
+    data.update(changed)
+    data["given"] = sorted(set(data.get("given", [])) | set(changed))
+    data["out"] = str(run_dir)
+    return TrainConfig.from_dict(data), read_config(folder), arrays, state
 
 
 def save_checkpoint(

@@ -5,15 +5,23 @@
 command runs alone or as one process of many. Each process reads its own share of every global
 batch (``data.loader.BatchLoader``), computes gradients on it, and ``average_tree`` all-reduces
 them; every process then applies the same update to the same weights.
+
+Whatever one process does alone (rank 0 writing files, a process failing to read an image) is
+followed by an agreement: every process learns, at the same point, whether any failed, so that
+none goes on to a collective a failed process will never join; all stop instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
+
+from ..errors import ImageError, InceptionError
+from .recipe import ConfigError
 
 
 def init_group(backend: str = "any") -> mx.distributed.Group:
@@ -51,6 +59,17 @@ def same_everywhere(values: list[int], group: mx.distributed.Group) -> bool:
     return bool(mx.array_equal(highest, lowest).item())
 
 
+def require_same_run(group: mx.distributed.Group, values: list[int]) -> None:
+    """Raise ``ConfigError`` unless every process holds the same ``values``: where it stands
+    in the run and what it sees of the data."""
+    if not same_everywhere(values, group):
+        raise ConfigError(
+            "the processes disagree about the run: each must see the same training and "
+            "validation images (the same folders on every machine) and, to resume, the "
+            "same checkpoint (copy RUN_DIR from rank 0 to the others)"
+        )
+
+
 def broadcast_tree(tree: Any, group: mx.distributed.Group) -> Any:
     """Return rank 0's copy of ``tree`` on every process.
 
@@ -63,3 +82,45 @@ def broadcast_tree(tree: Any, group: mx.distributed.Group) -> Any:
     return tree_map(
         lambda a: mx.distributed.all_sum(a if keep else mx.zeros_like(a), group=group), tree
     )
+
+
+def any_process(group: mx.distributed.Group, *flags: bool) -> list[bool]:
+    """Return, for each flag, whether any process raised it (one all-reduce for all)."""
+    if group.size() == 1:
+        return [bool(flag) for flag in flags]
+    return [total > 0 for total in sum_scalars([float(f) for f in flags], group)]
+
+
+def on_main(group: mx.distributed.Group, work: Callable[[], Any]) -> None:
+    """Run ``work`` on rank 0 only (writing files, logging); if it fails, every process stops
+    with it, instead of waiting forever in its next collective for rank 0."""
+    failure = None
+    if group.rank() == 0:
+        try:
+            work()
+        except Exception as error:
+            failure = error
+    (failed,) = any_process(group, failure is not None)
+    if failure is not None:
+        raise failure
+    if failed:
+        raise InceptionError("stopped: the first process (rank 0) failed; its error says why")
+
+
+def raise_any_failure(group: mx.distributed.Group, failure: Exception | None, what: str) -> None:
+    """Raise ``failure``; where another process failed instead, raise an error saying so.
+
+    Every process calls this at the same point; ``what`` names what an ``ImageError`` could not
+    read ("an image of this batch").
+    """
+    image_failed, other_failed = any_process(
+        group,
+        isinstance(failure, ImageError),
+        failure is not None and not isinstance(failure, ImageError),
+    )
+    if failure is not None:
+        raise failure
+    if image_failed:
+        raise ImageError(f"another process could not read {what} (its own error names the file)")
+    if other_failed:
+        raise InceptionError("stopped: another process failed; its error says why")
