@@ -13,7 +13,7 @@ registry name (``inception_v3.tv_in1k``) or a Hub repo id (``owner/name``) into 
 Online, one request lists the repo at the revision (its commit and each file's hash); files
 are fetched with ``hf_hub_download`` at that commit (no request when the snapshot has them), and
 ``refs/{revision}`` is written once they are verified. Offline, or with the Hub unreachable,
-``refs/{revision}`` and ``snapshots/{commit}`` alone answer. ``HF_HOME``/``HF_HUB_CACHE``,
+``refs/{revision}`` and ``snapshots/{commit}`` alone answer (``local.cached_in_hub``). ``HF_HOME``/``HF_HUB_CACHE``,
 ``HF_TOKEN``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_HUB_ETAG_TIMEOUT`` are read when a
 function here is called.
 
@@ -25,7 +25,6 @@ id of a small file) and the registry's pin; a mismatch deletes the file and rais
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
 
 from ..atomic import write_text_atomically
 from ..errors import CheckpointError, HubError
-from ..model import InceptionV3Config
 from . import convert, registry, store
 from .hub_client import (
     HubSettings,
@@ -49,12 +47,20 @@ from .hub_client import (
     logger,
     one_line,
 )
+from .local import (
+    COMMIT_PATTERN,
+    blob_of,
+    cached_in_hub,
+    choose_weights_file,
+    is_project_config,
+    read_json,
+    read_ref,
+    ref_path,
+    repo_folder,
+)
 from .push import PushResult, push
 from .registry import WeightsEntry
 
-SAFETENSORS_FILE = "model.safetensors"
-PICKLE_FILE = "pytorch_model.bin"
-COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
@@ -101,8 +107,19 @@ def parse_source(source: str, revision: str | None = None) -> Target:
     )
 
 
+def _cached(target: Target, settings: HubSettings, allow_pickle: bool = False) -> Path | None:
+    """Return what ``resolve`` gives for ``target`` from the cache alone, or None."""
+    return cached_in_hub(settings.cache_dir, target.repo_id, target.revision, target.filename,
+                         target.pinned_sha256, allow_pickle)
+
+
+def cached_path(source: str, revision: str | None = None, **settings_options: Any) -> Path | None:
+    """Return the cached path for a registry name or repo id, or None; no network."""
+    return _cached(parse_source(source, revision), hub_settings(**settings_options))
+
+
 # --------------------------------------------------------------------------------------------
-# What a repo holds
+# Download and verify
 
 
 def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[str, str]:
@@ -115,113 +132,6 @@ def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[st
             sha256.update(chunk)
             git_sha1.update(chunk)
     return sha256.hexdigest(), git_sha1.hexdigest()
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _is_project_config(data: Any) -> bool:
-    """Return True if ``data`` (a parsed config.json) is this project's config, not timm's."""
-    # store.save_weights writes every field; timm's config has neither of these two.
-    if not isinstance(data, dict) or not {"aux_logits", "preprocessing"} <= set(data):
-        return False
-    try:
-        InceptionV3Config.from_dict(data)
-    except Exception:  # any malformed field (a number for a dict, ...) means: not ours
-        return False
-    return True
-
-
-def choose_weights_file(files: dict[str, Any], allow_pickle: bool, repo_id: str) -> str:
-    """Return the repo's weight file: model.safetensors first; a pickle only if allowed."""
-    top_level = [name for name in files if "/" not in name]
-    safetensors = [name for name in top_level if name.endswith(".safetensors")]
-    if SAFETENSORS_FILE in files:
-        return SAFETENSORS_FILE
-    if len(safetensors) == 1:
-        return safetensors[0]
-    pickles = [name for name in top_level if name.endswith(convert.PICKLE_SUFFIXES)]
-    if PICKLE_FILE in pickles:
-        pickles = [PICKLE_FILE]
-    if len(pickles) == 1:
-        if not allow_pickle:
-            raise HubError(
-                f"{repo_id} has only a pickle ({pickles[0]}), which can run code when loaded: "
-                "pass --allow-pickle (allow_pickle=True) if you trust it (read with "
-                "torch.load(weights_only=True))"
-            )
-        return pickles[0]
-    raise HubError(
-        f"{repo_id} has no single weight file (found {', '.join(sorted(top_level)) or 'none'}): "
-        f"expected {SAFETENSORS_FILE} or {PICKLE_FILE}"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# huggingface_hub's cache, read without the network
-
-
-def _storage(settings: HubSettings, repo_id: str) -> Path:
-    return settings.cache_dir / ("models--" + repo_id.replace("/", "--"))
-
-
-def _ref_path(storage: Path, revision: str) -> Path | None:
-    """Return where huggingface_hub keeps the ref of ``revision``; None for a bad name."""
-    parts = revision.split("/")
-    if not revision or any(part in ("", ".", "..") for part in parts):
-        return None
-    return storage.joinpath("refs", *parts)
-
-
-def _read_ref(ref: Path | None) -> str:
-    """Return the commit a ref file holds, or "" when there is none."""
-    try:
-        return ref.read_text(encoding="utf-8").strip() if ref is not None else ""
-    except OSError:
-        return ""
-
-
-def _blob_of(pointer: Path) -> Path | None:
-    """Return the blobs/ file a snapshot link points to (one level), or None."""
-    if not pointer.is_symlink():
-        return None  # no symlinks on this system: huggingface_hub copied the file
-    return Path(os.path.normpath(pointer.parent / os.readlink(pointer)))
-
-
-def _cached(target: Target, settings: HubSettings, allow_pickle: bool = False) -> Path | None:
-    """Return what ``resolve`` gives for ``target`` from the cache alone, or None."""
-    storage = _storage(settings, target.repo_id)
-    commit = target.revision
-    if not COMMIT_PATTERN.fullmatch(commit):
-        commit = _read_ref(_ref_path(storage, target.revision))
-    snapshot = storage / "snapshots" / commit
-    if not COMMIT_PATTERN.fullmatch(commit) or not snapshot.is_dir():
-        return None
-    if target.filename is None and _is_project_config(_read_json(snapshot / store.CONFIG_FILE)):
-        return snapshot if (snapshot / store.WEIGHTS_FILE).is_file() else None
-    try:
-        present = {path.name: None for path in snapshot.iterdir() if path.is_file()}
-        path = snapshot / (target.filename or choose_weights_file(present, allow_pickle, ""))
-    except (OSError, HubError):
-        return None
-    blob = _blob_of(path)
-    pinned = target.pinned_sha256
-    if not path.is_file() or (pinned and blob is not None and blob.name != pinned):
-        return None
-    return path
-
-
-def cached_path(source: str, revision: str | None = None, **settings_options: Any) -> Path | None:
-    """Return the cached path for a registry name or repo id, or None; no network."""
-    return _cached(parse_source(source, revision), hub_settings(**settings_options))
-
-
-# --------------------------------------------------------------------------------------------
-# Download and verify
 
 
 class _Download:
@@ -239,8 +149,8 @@ class _Download:
 
     def fetch(self, filename: str) -> Path:
         """Return the file's path in the snapshot, downloaded and verified if it was not there."""
-        snapshot = _storage(self.settings, self.target.repo_id) / "snapshots" / self.commit
-        fresh = not (snapshot / filename).is_file()
+        storage = repo_folder(self.settings.cache_dir, self.target.repo_id)
+        fresh = not (storage / "snapshots" / self.commit / filename).is_file()
         try:
             path = Path(hf_hub_download(
                 self.target.repo_id, filename, revision=self.commit,
@@ -271,7 +181,7 @@ class _Download:
             checks.append(("sha256", self.target.pinned_sha256, "the registry's SHA-256"))
         # huggingface_hub names the blob after the ETag the download answered with
         # (X-Linked-Etag for LFS files): the SHA-256 for LFS files, the git blob id otherwise.
-        blob = _blob_of(path)
+        blob = blob_of(path)
         etag = blob.name.lower() if blob is not None else ""
         if SHA256_PATTERN.fullmatch(etag):
             checks.append(("sha256", etag, "the X-Linked-Etag the Hub announced"))
@@ -300,7 +210,7 @@ class _Download:
 
 def _discard(pointer: Path) -> None:
     """Delete a downloaded file from the cache: the snapshot link and the blob it points to."""
-    blob = _blob_of(pointer)
+    blob = blob_of(pointer)
     pointer.unlink(missing_ok=True)
     if blob is not None and blob.parent.name == "blobs":
         blob.unlink(missing_ok=True)
@@ -359,8 +269,8 @@ def resolve(
         # The listing worked, a download did not: what the cache holds still serves.
         return _from_cache(target, settings, allow_pickle, error)
     # Only now, as hf_hub_download would: the revision leads to a snapshot with its files.
-    ref = _ref_path(_storage(settings, target.repo_id), target.revision)
-    if ref is not None and target.revision != commit and _read_ref(ref) != commit:
+    ref = ref_path(repo_folder(settings.cache_dir, target.repo_id), target.revision)
+    if ref is not None and target.revision != commit and read_ref(ref) != commit:
         write_text_atomically(ref, commit)
     return path
 
@@ -388,7 +298,7 @@ def _fetch(target: Target, download: _Download, allow_pickle: bool) -> Path:
     files = download.files
     if target.filename is None and "config.json" in files:
         # Kept beside the weights: an unregistered timm repo's preprocessing comes from it.
-        if _is_project_config(_read_json(download.fetch("config.json"))):
+        if is_project_config(read_json(download.fetch("config.json"))):
             if store.WEIGHTS_FILE not in files:
                 raise HubError(
                     f"{target.repo_id} has an mlx-inception config.json but no "
