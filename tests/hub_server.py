@@ -26,11 +26,13 @@ after the repo listing). Every request is logged in ``server.requests``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -195,6 +197,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that accepts connections and never answers (a hung Hub).
+
+    The socket listens but never calls accept(): the kernel completes the connection, the
+    request is sent, and no byte ever comes back.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 # --- request handling ------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Weights from the Hub, end to end against a local Hub-compatible server (tests/hub_server.py).
 
 The real huggingface_hub client talks HTTP to 127.0.0.1: nothing here reaches the internet.
+huggingface_hub's cache is the only cache: ``resolve`` gives a timm repo's weight file (converted
+in memory by ``load``) or a repo's snapshot folder when it is already in this project's format.
 The upstream weights are torchvision's Inception-v3 with BatchNorm statistics measured on real
 photos (conftest's calibrated model), stored as timm stores them on the Hub: ``model.safetensors``
 without the AuxLogits head, a ``pytorch_model.bin`` beside it, and timm's ``config.json``.
@@ -16,7 +18,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,12 +27,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import real_photos
-from hub_server import HubServer, free_port
-from huggingface_hub import constants, hf_hub_download
+from hub_server import HubServer, free_port, silent_endpoint
+from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 
 import mlx_inception
 from mlx_inception import cli
-from mlx_inception.checkpoints import hub, registry, store
+from mlx_inception.checkpoints import convert, hub, local, registry, store
 from mlx_inception.errors import CheckpointError, HubError
 
 torch = pytest.importorskip("torch")
@@ -165,7 +166,7 @@ def hf_cache(server, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def downloaded(server, module_tmp):
-    """One completed download of inception_v3.tv_in1k: (HF home, weights directory)."""
+    """One completed download of inception_v3.tv_in1k: (HF home, its weight file)."""
     home = module_tmp("hf-downloaded")
     with pytest.MonkeyPatch.context() as monkeypatch:
         isolate_hf(monkeypatch, home, server.endpoint)
@@ -175,7 +176,7 @@ def downloaded(server, module_tmp):
 
 @pytest.fixture
 def downloaded_env(downloaded, server, monkeypatch):
-    """The environment of ``downloaded`` (same HF home); returns its weights directory."""
+    """The environment of ``downloaded`` (same HF home); returns its weight file."""
     home, path = downloaded
     isolate_hf(monkeypatch, home, server.endpoint)
     return path
@@ -192,9 +193,16 @@ def relative_error(actual, expected) -> float:
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
 
 
-def converted_entries(cache: Path) -> list[Path]:
-    """Every complete converted directory in the cache."""
-    return [path.parent for path in cache.glob("models--*/mlx-inception/conversions/*/config.json")]
+def converted(path: Path) -> tuple[dict, object]:
+    """The weights and config ``mlx_inception.load(path)`` builds from what ``resolve`` gave."""
+    if path.is_dir():
+        return store.load_weights(path)
+    conversion = convert.convert_file(path, local.hub_file_config(path))
+    return conversion.weights, conversion.config
+
+
+def config_of(path: Path):
+    return local.weights_config(path)
 
 
 def add_timm_repo(server: HubServer, upstream: dict, name: str) -> str:
@@ -211,12 +219,8 @@ def add_timm_repo(server: HubServer, upstream: dict, name: str) -> str:
     return repo_id
 
 
-def fc_bias(directory: Path) -> np.ndarray:
-    return np.array(store.load_weights(directory)[0]["fc.bias"])
-
-
-def cut_in_half(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+def fc_bias(path: Path) -> np.ndarray:
+    return np.array(converted(path)[0]["fc.bias"])
 
 
 def blob_files(cache: Path) -> list[Path]:
@@ -233,21 +237,23 @@ def single_line_hub_error(excinfo) -> str:
 # Download and conversion
 
 
-def test_registry_name_downloads_and_converts_to_a_model_matching_torchvision(
+def test_registry_name_downloads_a_file_that_loads_as_a_model_matching_torchvision(
     server, upstream, hf_cache
 ):
     path = hub.resolve(TV_NAME)
-    assert store.is_weights_dir(path)
+    commit = server.repos[TV_REPO].refs["main"]
+    snapshot = hf_cache / "models--timm--inception_v3.tv_in1k" / "snapshots" / commit
+    assert path == snapshot / "model.safetensors"
     model = mlx_inception.load(path)
     images = real_photos(107, 2)
     error = relative_error(model(mx.array(images)), torchvision_logits(upstream["model"], images))
     assert error <= RELATIVE_TOLERANCE
 
 
-def test_converted_config_carries_the_registry_preprocessing_and_the_source(
+def test_the_downloaded_file_loads_with_the_registry_preprocessing_and_the_source(
     server, upstream, hf_cache
 ):
-    config = store.read_config(hub.resolve(TV_NAME))
+    config = mlx_inception.load(hub.resolve(TV_NAME)).config  # the path alone says it all
     assert config.preprocessing.mean == (0.5, 0.5, 0.5)
     assert config.preprocessing.std == (0.5, 0.5, 0.5)
     assert (config.preprocessing.resize_size, config.preprocessing.interpolation) == (
@@ -268,13 +274,15 @@ def test_safetensors_is_preferred_and_the_pickle_never_downloaded(server, hf_cac
 
 
 def test_repo_id_of_a_registered_entry_gets_the_registry_config(server, hf_cache):
-    config = store.read_config(hub.resolve(TV_REPO))
+    config = config_of(hub.resolve(TV_REPO))
     assert config.source["registry_name"] == TV_NAME
     assert config.preprocessing.mean == (0.5, 0.5, 0.5)
 
 
 def test_unregistered_repo_takes_its_preprocessing_from_timms_config(server, hf_cache):
-    config = store.read_config(hub.resolve("tester/pinned", revision="v1"))
+    path = hub.resolve("tester/pinned", revision="v1")
+    assert (path.parent / "config.json").is_file()  # timm's, downloaded beside the weights
+    config = config_of(path)
     assert config.preprocessing.interpolation == "bilinear"
     assert config.preprocessing.resize_size == 332  # floor(299 / 0.9), timm's eval resize
     assert config.preprocessing.mean == (0.485, 0.456, 0.406)
@@ -293,10 +301,12 @@ def test_settings_follow_the_hf_variables_when_resolve_runs(monkeypatch, tmp_pat
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2.5")
     settings = hub.hub_settings()
     assert settings.cache_dir == tmp_path / "home" / "hub"
     assert settings.endpoint == "http://127.0.0.1:9"
     assert settings.offline is True
+    assert settings.timeout == 2.5
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -361,149 +371,42 @@ def test_list_marks_cached_weights(downloaded_env, capsys):
     assert rows["inception_v3.tf_in1k"]["cached"] is False
 
 
-def test_interrupted_conversion_leaves_no_entry_and_is_redone_without_download(
-    server, hf_cache, monkeypatch
-):
-    real_save = store.save_weights
-
-    def save_then_interrupt(out_dir, *args, **kwargs):
-        real_save(out_dir, *args, **kwargs)  # a complete-looking directory, not yet in place
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(hub.store, "save_weights", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        hub.resolve(TV_NAME)
-    assert converted_entries(hf_cache) == []
-    assert list(hf_cache.glob("models--*/mlx-inception/conversions/.partial-*")) == []
-    assert hub.cached_path(TV_NAME) is None
-
-    monkeypatch.setattr(hub.store, "save_weights", real_save)
-    downloads = server.count("GET", port="cdn")
-    path = hub.resolve(TV_NAME)
-    assert store.is_weights_dir(path)
-    assert server.count("GET", port="cdn") == downloads  # the verified original was reused
-
-
-def test_an_online_resolve_sweeps_crash_leftovers_and_the_old_per_commit_layout(
-    server, hf_cache
-):
-    path = hub.resolve(TV_NAME)
-    conversions = path.parent
-    stale = conversions / f".partial-{path.name}-00000000"
-    damaged = conversions / f".damaged-{path.name}-11111111"
-    in_progress = conversions / f".partial-{path.name}-22222222"
-    old_layout = conversions.parent / ("0123456789" * 4) / path.name
-    for folder in (stale, damaged, in_progress, old_layout):
-        shutil.copytree(path, folder)
-    day_and_a_bit_ago = time.time() - hub.STALE_PARTIAL_SECONDS - 60
-    os.utime(stale, (day_and_a_bit_ago, day_and_a_bit_ago))
-    assert hub.resolve(TV_NAME) == path  # cached: no conversion runs
-    assert not stale.exists() and not damaged.exists() and not old_layout.parent.exists()
-    assert in_progress.is_dir()  # may be another process's conversion: it stays
-    assert store.is_weights_dir(path)
+def test_after_a_download_the_cache_holds_only_huggingface_hubs_own_folders(server, hf_cache):
+    hub.resolve(TV_NAME)
+    hub.resolve("tester/pinned", revision="v1")
+    repos = {"models--timm--inception_v3.tv_in1k", "models--tester--pinned"}
+    # CACHEDIR.TAG: huggingface_hub's mark that tells backup tools to skip the cache.
+    assert {entry.name for entry in hf_cache.iterdir()} == repos | {".locks", "CACHEDIR.TAG"}
+    for repo in repos:
+        assert {entry.name for entry in (hf_cache / repo).iterdir()} == {
+            "blobs", "snapshots", "refs"}
+    scan = scan_cache_dir(hf_cache)
+    assert scan.warnings == []
+    # `hf cache ls` counts every byte there is: the two weight files and timm's config.json.
+    on_disk = sum(path.stat().st_size for path in hf_cache.glob("models--*/blobs/*"))
+    assert scan.size_on_disk == on_disk
 
 
 # ----------------------------------------------------------------------------------------------
-# A cached conversion damaged after it was made (a file deleted or cut short)
+# Upstream commits: refs move only when a resolve worked
 
 
-@pytest.mark.parametrize("missing", ["model.safetensors", "config.json"])
-def test_a_conversion_missing_a_file_is_converted_again_without_download(
-    server, hf_cache, missing
-):
-    path = hub.resolve(TV_NAME)
-    (path / missing).unlink()
-    downloads = server.count("GET", port="cdn")
-    assert hub.resolve(TV_NAME) == path
-    assert store.read_config(path).source["registry_name"] == TV_NAME
-    assert fc_bias(path).shape == (1000,)
-    assert server.count("GET", port="cdn") == downloads  # the verified original was reused
-    assert list(path.parent.glob(".*")) == []  # nothing partial or set aside is left
-
-
-def test_a_conversion_with_a_malformed_config_is_converted_again(server, hf_cache):
-    path = hub.resolve(TV_NAME)
-    config = path / store.CONFIG_FILE
-    damages = {
-        "a folder": lambda: (config.unlink(), config.mkdir()),
-        "a string for a number": lambda: config.write_text('{"num_classes": "x"}'),
-        "a negative class count": lambda: config.write_text('{"num_classes": -3}'),
-        "a list": lambda: config.write_text("[]"),
-    }
-    for name, damage in damages.items():
-        damage()
-        assert hub.resolve(TV_NAME) == path, name
-        assert store.read_config(path).source["registry_name"] == TV_NAME, name
-        assert hub._damage(path) is None, name
-
-
-def test_load_of_a_truncated_conversion_converts_it_again(server, upstream, hf_cache):
-    path = hub.resolve(TV_NAME)
-    cut_in_half(path / store.WEIGHTS_FILE)
-    model = mlx_inception.load(TV_NAME)
-    images = real_photos(75, 1)
-    error = relative_error(model(mx.array(images)), torchvision_logits(upstream["model"], images))
-    assert error <= RELATIVE_TOLERANCE
-
-
-def test_offline_a_damaged_conversion_is_a_one_line_error_that_says_how_to_fix_it(
-    server, hf_cache, monkeypatch
-):
-    path = hub.resolve(TV_NAME)
-    cut_in_half(path / store.WEIGHTS_FILE)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HubError) as excinfo:
-        hub.resolve(TV_NAME)
-    message = single_line_hub_error(excinfo)
-    assert f"the cached conversion of {TV_REPO}@main at {path} is damaged" in message
-    assert f"run `mlx-inception download {TV_NAME}` with the network on" in message
-    assert hub.cached_path(TV_NAME) is None  # nor is it offered as cached
-
-
-def test_a_conversion_another_process_put_in_place_first_is_kept(
-    server, hf_cache, monkeypatch, tmp_path
-):
-    path = hub.resolve(TV_NAME)
-    theirs = shutil.copytree(path, tmp_path / "theirs")
-    (theirs / "made-by-the-other-process").touch()
-    (path / store.WEIGHTS_FILE).unlink()  # damaged: both processes convert it again
-    real_save = store.save_weights
-
-    def save_while_the_other_process_finishes(out_dir, *args, **kwargs):
-        real_save(out_dir, *args, **kwargs)
-        shutil.rmtree(path)
-        shutil.copytree(theirs, path)
-
-    monkeypatch.setattr(hub.store, "save_weights", save_while_the_other_process_finishes)
-    assert hub.resolve(TV_NAME) == path
-    assert (path / "made-by-the-other-process").exists()
-    assert list(path.parent.glob(".*")) == []
-
-
-# ----------------------------------------------------------------------------------------------
-# Upstream commits: a conversion per weight file, refs moved only by a resolve that worked
-
-
-def test_a_new_commit_with_the_same_weight_file_reuses_the_conversion(
+def test_a_new_commit_with_the_same_weight_file_downloads_nothing(
     server, upstream, hf_cache, monkeypatch
 ):
     repo_id = add_timm_repo(server, upstream, "docs-update")
     first = hub.resolve(repo_id)
-    server.commit(repo_id, {"README.md": b"# docs only\n"})
-
-    def no_conversion(*args, **kwargs):
-        raise AssertionError("converted again")
-
-    monkeypatch.setattr(hub.convert, "convert_state_dict", no_conversion)
+    latest = server.commit(repo_id, {"README.md": b"# docs only\n"})
     downloads = server.count("GET", port="cdn")
-    assert hub.resolve(repo_id) == first
+    path = hub.resolve(repo_id)
+    assert path == first.parent.parent / latest / "model.safetensors"
     assert server.count("GET", port="cdn") == downloads
-    assert converted_entries(hf_cache) == [first]  # one copy of the weights, not one per commit
+    assert len(list(hf_cache.glob("models--*/blobs/*"))) == 2  # one weight file, one config
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve(repo_id) == first  # the new commit leads there offline too
+    assert hub.resolve(repo_id) == path  # the new commit is where main leads offline too
 
 
-def test_a_failed_update_leaves_the_last_conversion_in_use_until_one_succeeds(
+def test_a_failed_update_leaves_the_last_download_in_use_until_one_succeeds(
     server, upstream, hf_cache, monkeypatch
 ):
     repo_id = add_timm_repo(server, upstream, "failed-update")
@@ -521,7 +424,7 @@ def test_a_failed_update_leaves_the_last_conversion_in_use_until_one_succeeds(
     assert hub.resolve(repo_id, offline=True) == updated
 
 
-def test_an_update_that_cannot_reach_the_hub_uses_the_last_conversion_with_a_warning(
+def test_an_update_that_cannot_reach_the_hub_uses_the_last_download_with_a_warning(
     server, upstream, hf_cache, monkeypatch, caplog
 ):
     repo_id = add_timm_repo(server, upstream, "network-drop")
@@ -534,92 +437,23 @@ def test_an_update_that_cannot_reach_the_hub_uses_the_last_conversion_with_a_war
     assert f"cannot reach {server.endpoint}" in caplog.text
 
 
-def test_offline_uses_the_commit_last_resolved_here_when_another_tool_moved_the_ref(
-    server, upstream, hf_cache, monkeypatch, caplog
-):
-    repo_id = add_timm_repo(server, upstream, "moved-ref")
-    first = hub.resolve(repo_id)
-    latest = server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
-    # timm (or `hf download`) fetching a file of main moves the shared cache's refs/main.
-    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
-    ref = hf_cache / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
-    assert ref.read_text() == latest
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with caplog.at_level(logging.WARNING, logger="mlx_inception.checkpoints.hub"):
-        assert hub.resolve(repo_id) == first
-    assert caplog.text == ""  # main was last resolved here at the first commit: no guess
-    with pytest.raises(HubError, match="not in the local cache"):
-        hub.resolve(repo_id, revision=latest)  # a commit hash never stands for another commit
-
-
 @pytest.mark.parametrize("with_config", [True, False], ids=["timm-config", "weights-only"])
-def test_a_reused_conversion_keeps_the_cache_readable_by_huggingface_hub(
+def test_what_resolve_downloads_huggingface_hub_finds_offline_too(
     server, upstream, hf_cache, monkeypatch, with_config
 ):
-    from huggingface_hub import scan_cache_dir
-
     repo_id = f"tester/docs-commit-{with_config}".lower()
     files = {"model.safetensors": upstream["safetensors"]}
     if with_config:
         files["config.json"] = json.dumps(TIMM_CUSTOM_CONFIG).encode()
     server.add_repo(repo_id, files)
-    hub.resolve(repo_id)
-    server.commit(repo_id, {"README.md": b"# docs only\n"})
-    downloads = server.count("GET", port="cdn")
-    path = hub.resolve(repo_id)  # the same file: the conversion is reused, nothing downloaded
-    assert server.count("GET", port="cdn") == downloads
-    scan = scan_cache_dir(hf_cache)
-    assert scan.warnings == []
-    assert [cached.repo_id for cached in scan.repos] == [repo_id]  # `hf cache ls/rm` see it
+    path = hub.resolve(repo_id)
+    assert [cached.repo_id for cached in scan_cache_dir(hf_cache).repos] == [repo_id]
     weights = hf_hub_download(repo_id, "model.safetensors", cache_dir=hf_cache,
                               local_files_only=True)  # what timm does offline
-    assert Path(weights).read_bytes() == upstream["safetensors"]
+    assert Path(weights) == path
+    assert path.read_bytes() == upstream["safetensors"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.resolve(repo_id) == path
-
-
-def test_a_commit_pinned_first_then_reached_by_a_branch_records_the_branch(
-    server, upstream, hf_cache, monkeypatch
-):
-    repo_id = add_timm_repo(server, upstream, "pinned-then-main")
-    commit = server.repos[repo_id].refs["main"]
-    path = hub.resolve(repo_id, revision=commit)
-    assert hub.resolve(repo_id) == path
-    records = list(hf_cache.glob(f"models--*/mlx-inception/commits/{commit}/*.json"))
-    assert [json.loads(record.read_text())["revisions"] for record in records] == [["main"]]
-    server.commit(repo_id, {"README.md": b"# newer\n"})
-    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve(repo_id) == path
-
-
-def test_offline_a_branch_gives_its_last_resolved_commit_not_the_last_written_record(
-    server, upstream, hf_cache, monkeypatch
-):
-    repo_id = add_timm_repo(server, upstream, "record-order")
-    first_commit = server.repos[repo_id].refs["main"]
-    server.tag(repo_id, "v1", first_commit)
-    first = hub.resolve(repo_id)
-    server.commit(repo_id, {"model.safetensors": upstream["shifted_safetensors"]})
-    latest = hub.resolve(repo_id)
-    assert hub.resolve(repo_id, revision="v1") == first  # rewrites the first commit's record
-    server.commit(repo_id, {"README.md": b"# newer\n"})
-    hf_hub_download(repo_id, "README.md", cache_dir=hf_cache, endpoint=server.endpoint)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve(repo_id) == latest
-    np.testing.assert_array_equal(fc_bias(latest), upstream["fc_bias"] + 1.0)
-
-
-def test_offline_a_conversion_of_another_format_is_not_used(
-    server, upstream, hf_cache, monkeypatch
-):
-    repo_id = add_timm_repo(server, upstream, "format-bump")
-    hub.resolve(repo_id)
-    monkeypatch.setattr(hub, "CONVERSION_FORMAT", hub.CONVERSION_FORMAT + 1)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HubError, match="not in the local cache"):
-        hub.resolve(repo_id)
-    assert hub.cached_path(repo_id) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,12 +466,12 @@ def test_revision_pins_a_tag_branch_or_commit(server, upstream, hf_cache):
     latest = hub.resolve("tester/pinned")
     by_commit = hub.resolve("tester/pinned", revision=repo.refs["v1"])
     assert tagged == by_commit != latest
-    assert store.read_config(tagged).source["commit"] == repo.refs["v1"]
-    assert store.read_config(latest).source["commit"] == repo.refs["main"]
-    tagged_bias = np.array(store.load_weights(tagged)[0]["fc.bias"])
-    latest_bias = np.array(store.load_weights(latest)[0]["fc.bias"])
-    np.testing.assert_array_equal(tagged_bias, upstream["fc_bias"])
-    np.testing.assert_array_equal(latest_bias, upstream["fc_bias"] + 1.0)
+    tagged_weights, tagged_config = converted(tagged)
+    latest_weights, latest_config = converted(latest)
+    assert tagged_config.source["commit"] == repo.refs["v1"]
+    assert latest_config.source["commit"] == repo.refs["main"]
+    np.testing.assert_array_equal(np.array(tagged_weights["fc.bias"]), upstream["fc_bias"])
+    np.testing.assert_array_equal(np.array(latest_weights["fc.bias"]), upstream["fc_bias"] + 1.0)
 
 
 def test_offline_resolves_a_pinned_tag_from_the_cache(server, hf_cache, monkeypatch):
@@ -658,20 +492,20 @@ def test_unknown_revision_is_a_one_line_error(server, hf_cache):
 
 
 def test_corrupted_file_of_the_right_size_is_rejected_and_deleted(
-    server, hf_cache, monkeypatch
+    server, upstream, hf_cache, monkeypatch
 ):
     monkeypatch.setitem(server.faults, (TV_REPO, "model.safetensors"), "corrupt")
     with pytest.raises(HubError) as excinfo:
         hub.resolve(TV_NAME)
     message = single_line_hub_error(excinfo)
     assert "does not match the LFS SHA-256 the Hub announces" in message
-    assert converted_entries(hf_cache) == []
     assert blob_files(hf_cache) == []
     assert not list(hf_cache.glob("models--*/snapshots/*/model.safetensors"))
+    assert hub.cached_path(TV_NAME) is None
 
     monkeypatch.delitem(server.faults, (TV_REPO, "model.safetensors"))
     downloads = server.count("GET", port="cdn")
-    assert store.is_weights_dir(hub.resolve(TV_NAME))
+    assert hub.resolve(TV_NAME).read_bytes() == upstream["safetensors"]
     assert server.count("GET", port="cdn") == downloads + 1  # downloaded again, not reused
 
 
@@ -683,10 +517,10 @@ def test_without_hashes_in_the_listing_the_x_linked_etag_is_checked(
     with pytest.raises(HubError) as excinfo:
         hub.resolve(TV_NAME)
     assert "does not match the X-Linked-Etag the Hub announced" in single_line_hub_error(excinfo)
-    assert converted_entries(hf_cache) == [] and blob_files(hf_cache) == []
+    assert blob_files(hf_cache) == []
 
     monkeypatch.delitem(server.faults, (TV_REPO, "model.safetensors"))
-    assert store.is_weights_dir(hub.resolve(TV_NAME))
+    assert hub.resolve(TV_NAME).is_file()
 
 
 def test_truncated_download_is_rejected_and_nothing_cached(server, hf_cache, monkeypatch):
@@ -694,8 +528,8 @@ def test_truncated_download_is_rejected_and_nothing_cached(server, hf_cache, mon
     with pytest.raises(HubError) as excinfo:
         hub.resolve(TV_NAME)
     assert "cut short" in single_line_hub_error(excinfo)
-    assert converted_entries(hf_cache) == []
     assert blob_files(hf_cache) == []
+    assert hub.cached_path(TV_NAME) is None
 
 
 def test_registry_hash_is_checked_when_pinned(server, upstream, hf_cache, monkeypatch, tmp_path):
@@ -713,7 +547,7 @@ def test_registry_hash_is_checked_when_pinned(server, upstream, hf_cache, monkey
     assert blob_files(hf_cache) == []
 
     use_registry(hashlib.sha256(upstream["safetensors"]).hexdigest())
-    assert store.is_weights_dir(hub.resolve(TV_NAME))
+    assert hub.resolve(TV_NAME).read_bytes() == upstream["safetensors"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -756,7 +590,7 @@ def test_pickle_only_repo_needs_allow_pickle(server, hf_cache):
 
 def test_pickle_repo_converts_with_allow_pickle(server, upstream, hf_cache):
     path = hub.resolve("tester/pickle-only", allow_pickle=True)
-    assert store.read_config(path).source["file"] == "pytorch_model.bin"
+    assert path.name == "pytorch_model.bin"
     images = real_photos(75, 1)
     logits = mlx_inception.load(path)(mx.array(images))
     assert relative_error(logits, torchvision_logits(upstream["model"], images)) <= 1e-4
@@ -768,6 +602,30 @@ def test_unreachable_hub_without_cache_is_a_one_line_error(hf_cache, monkeypatch
         hub.resolve(TV_NAME)
     message = single_line_hub_error(excinfo)
     assert message.startswith("cannot reach http://127.0.0.1:") and "HF_HUB_OFFLINE" in message
+
+
+def test_a_hub_that_never_answers_is_a_one_line_error_once_its_deadline_passes(
+    hf_cache, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    with silent_endpoint() as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        started = time.monotonic()
+        with pytest.raises(HubError) as excinfo:
+            hub.resolve(TV_NAME)
+        waited = time.monotonic() - started
+    message = single_line_hub_error(excinfo)
+    assert message.startswith(f"cannot reach {endpoint} (ReadTimeout")
+    assert waited < 10  # a 1 s deadline; without one the request would wait for ever
+
+
+def test_a_hub_that_never_answers_gives_way_to_the_cache(downloaded_env, monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    with silent_endpoint() as endpoint, caplog.at_level(logging.WARNING,
+                                                        logger="mlx_inception.checkpoints.hub"):
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        assert hub.resolve(TV_NAME) == downloaded_env
+    assert f"cannot reach {endpoint}" in caplog.text
 
 
 def test_invalid_token_is_an_authentication_error(server, hf_cache, monkeypatch):
@@ -957,6 +815,42 @@ def test_push_while_offline_says_to_unset_offline_mode_before_any_request(
     assert len(server.requests) == before
 
 
+def test_push_uploads_only_the_weights_config_and_card_and_follows_no_link_out(
+    server, push_env, calibrated_weights_dir, tmp_path, caplog
+):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in (store.CONFIG_FILE, store.WEIGHTS_FILE):
+        os.link(calibrated_weights_dir / name, folder / name)
+    (folder / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (folder / "secrets.txt").write_text("hf_secret_token\n")
+    outside = tmp_path / "private.md"
+    outside.write_text("not for the Hub\n")
+    (folder / "notes.txt").symlink_to("/etc/shadow")
+    (folder / "README.md").symlink_to(outside)  # a card that links out: never uploaded
+    with caplog.at_level(logging.INFO, logger="mlx_inception.checkpoints.hub"):
+        result = hub.push(folder, "tester/hostile")
+    files = server.repos["tester/hostile"].resolve(result.commit).files
+    assert set(files) == {".gitattributes", "README.md", "config.json", "model.safetensors"}
+    assert files["README.md"].decode().startswith("---\nlibrary_name: mlx\n")  # generated
+    assert files["config.json"] == (calibrated_weights_dir / "config.json").read_bytes()
+    assert (f"uploading {folder} to tester/hostile: config.json, model.safetensors, README.md "
+            "(generated model card) ...") in caplog.messages
+
+
+def test_push_refuses_weights_that_link_out_of_the_folder_before_any_request(
+    server, push_env, calibrated_weights_dir, tmp_path
+):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / store.CONFIG_FILE).write_bytes((calibrated_weights_dir / "config.json").read_bytes())
+    (folder / store.WEIGHTS_FILE).symlink_to(calibrated_weights_dir / store.WEIGHTS_FILE)
+    before = len(server.requests)
+    with pytest.raises(CheckpointError, match="model.safetensors links out of"):
+        hub.push(folder, "tester/linked")
+    assert len(server.requests) == before
+
+
 def test_push_calls_a_file_that_is_not_a_checkpoint_a_file(server, push_env, tmp_path):
     photo = tmp_path / "cat.jpg"
     photo.write_bytes(b"\xff\xd8\xff")
@@ -994,12 +888,15 @@ def test_cli_download_then_predict_works_and_works_again_offline(server, tmp_pat
 
     download = run_cli(["download", TV_NAME], env)
     assert download.returncode == 0, download.stderr
-    path = Path(download.stdout.strip().splitlines()[-1])  # the directory is the last line
-    assert store.is_weights_dir(path) and path.is_relative_to(tmp_path / "hf" / "hub")
-    assert "converting" in download.stderr
+    path = Path(download.stdout.strip().splitlines()[-1])  # the weight file is the last line
+    assert path.is_file() and path.is_relative_to(tmp_path / "hf" / "hub")
+    assert "verified (the LFS SHA-256 the Hub announces" in download.stderr
 
     online = run_cli(["predict", str(photo), "--json", "--quiet"], env)  # default weights
     assert online.returncode == 0, online.stderr
+    by_path = run_cli(["predict", str(photo), "--json", "--quiet", "--weights", str(path)], env)
+    assert by_path.returncode == 0, by_path.stderr
+    assert json.loads(by_path.stdout)["top_k"] == json.loads(online.stdout)["top_k"]
     before = len(server.requests)
     offline = run_cli(["predict", str(photo), "--json", "--quiet"], offline_env)
     assert offline.returncode == 0, offline.stderr
@@ -1011,7 +908,7 @@ def test_cli_download_then_predict_works_and_works_again_offline(server, tmp_pat
     assert again.stdout.strip().splitlines()[-1] == str(path)
 
 
-def test_cli_download_json_names_the_directory(downloaded_env, capsys):
+def test_cli_download_json_names_the_path(downloaded_env, capsys):
     assert cli.main(["download", TV_NAME, "--json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["path"] == str(downloaded_env)
@@ -1027,7 +924,8 @@ def test_cli_download_error_exits_1_with_one_line(server, hf_cache, capsys):
 def test_cli_push_prints_the_commit_url(server, push_env, calibrated_weights_dir, capsys):
     assert cli.main(["push", str(calibrated_weights_dir), "tester/cli-push", "--json"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == f"uploading {calibrated_weights_dir} to tester/cli-push ...\n"
+    assert captured.err == (f"uploading {calibrated_weights_dir} to tester/cli-push: config.json, "
+                            "model.safetensors, README.md (generated model card) ...\n")
     summary = json.loads(captured.out)
     assert summary["commit"] == server.repos["tester/cli-push"].refs["main"]
     assert summary["commit_url"].startswith(server.endpoint)

@@ -3,7 +3,8 @@
 The table lives in ``registry.json`` beside this module (package data) and is described in
 ``weights/README.md``. Each entry's ``config`` holds the :class:`InceptionV3Config` fields the
 weights need (preprocessing, ``transform_input``, labels); ``num_classes`` and ``aux_logits`` are
-read from the checkpoint itself when it is converted.
+read from the checkpoint itself when it is converted. A repo that is not registered takes its
+config from timm's ``config.json`` (``pretrained_cfg``) when it has one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model import InceptionV3Config
+from ..model import InceptionV3Config, Preprocessing
 
 REGISTRY_FILE = Path(__file__).with_name("registry.json")
 
@@ -142,10 +143,48 @@ def names() -> list[str]:
     return load_registry().names()
 
 
+def config_from_timm(data: Any) -> InceptionV3Config:
+    """Return the config that timm's ``config.json`` (its ``pretrained_cfg``) describes."""
+    config = InceptionV3Config()
+    cfg = data.get("pretrained_cfg", {}) if isinstance(data, dict) else {}
+    if not isinstance(cfg, dict):
+        return config
+    crop = config.preprocessing.crop_size
+    input_size = cfg.get("input_size")
+    if isinstance(input_size, list | tuple) and len(input_size) == 3:
+        crop = int(input_size[-1])
+    resize = config.preprocessing.resize_size
+    crop_pct = cfg.get("crop_pct")
+    if isinstance(crop_pct, int | float) and 0 < crop_pct <= 1:
+        resize = int(crop / crop_pct)  # timm's eval transform: floor(size / crop_pct)
+    config.preprocessing = Preprocessing(
+        resize_size=resize,
+        crop_size=crop,
+        interpolation=str(cfg.get("interpolation", config.preprocessing.interpolation)),
+        mean=tuple(cfg.get("mean", config.preprocessing.mean)),
+        std=tuple(cfg.get("std", config.preprocessing.std)),
+    )
+    label_names = data.get("label_names")
+    if isinstance(label_names, list) and all(isinstance(name, str) for name in label_names):
+        config.labels = list(label_names)
+    return config
+
+
+def base_config(entry: WeightsEntry | None, timm_config: Any = None) -> InceptionV3Config:
+    """Return the config to convert with: the registry's, else timm's config.json, else defaults."""
+    if entry is not None:
+        return entry.base_config()
+    if isinstance(timm_config, dict) and "pretrained_cfg" in timm_config:
+        return config_from_timm(timm_config)
+    return InceptionV3Config()
+
+
 __all__ = [
     "REGISTRY_FILE",
     "Registry",
     "WeightsEntry",
+    "base_config",
+    "config_from_timm",
     "default_name",
     "find",
     "for_repo",

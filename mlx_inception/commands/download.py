@@ -1,4 +1,4 @@
-"""``mlx-inception download NAME|REPO_ID``: fetch, verify and convert weights once; print where."""
+"""``mlx-inception download NAME|REPO_ID``: fetch and verify weights, check they load; say where."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "download",
-        help="download pretrained weights from the Hugging Face Hub (converted once, cached)",
+        help="download pretrained weights from the Hugging Face Hub into its cache",
         description=(
             "Download Inception-v3 weights from the Hugging Face Hub by registry name (see "
-            "`mlx-inception list`) or repo id (owner/name), check each file's SHA-256 against the "
-            "hash the Hub announces, convert timm/torchvision weights to MLX once and cache the "
-            "result in the Hugging Face cache. A repo already in mlx-inception format is used as "
-            "is. Progress goes to stderr; the local weights directory is the last line printed. "
-            "HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE and HF_ENDPOINT are honoured."
+            "`mlx-inception list`) or repo id (owner/name) into the Hugging Face cache (the only "
+            "cache: `hf cache ls` lists it), check each downloaded file's SHA-256 against the "
+            "hash the Hub announces, and check that the weights convert. timm/torchvision "
+            "weights are converted in memory at each load; a repo already in mlx-inception "
+            "format is used as is. Progress goes to stderr; the last line printed is the local "
+            "path to pass to --weights or mlx_inception.load. HF_HOME, HF_HUB_CACHE, HF_TOKEN, "
+            "HF_HUB_OFFLINE, HF_ENDPOINT and HF_HUB_ETAG_TIMEOUT (seconds a request may wait "
+            "for an answer) are honoured."
         ),
         formatter_class=HelpFormatter,
     )
@@ -71,7 +74,8 @@ def refuse_local_path(source: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import hub, store
+    from ..checkpoints import hub
+    from ..checkpoints.local import weights_config
 
     refuse_local_path(args.source)
 
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             allow_pickle=args.allow_pickle,
             cache_dir=args.cache_dir,
         )
-    config = store.read_config(path)
+        config = weights_config(path)  # what load(path) builds: a file that would not load fails
     if args.json:
         print(
             json.dumps(

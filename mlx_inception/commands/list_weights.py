@@ -14,8 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="list the known pretrained weights and which are cached",
         description=(
             "List the registry of known pretrained Inception-v3 weights: name, Hub repo, the "
-            "top-1/top-5 their authors report, licence, and whether a converted copy is already "
-            "in the Hugging Face cache (HF_HOME / HF_HUB_CACHE). Never touches the network."
+            "top-1/top-5 their authors report, licence, and whether the weights are already in "
+            "the Hugging Face cache (HF_HOME / HF_HUB_CACHE). Never touches the network."
         ),
         formatter_class=HelpFormatter,
     )
@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(str(cell).ljust(width) for cell, width in cells).rstrip())
     print(
         "\n* default. Accuracy: ImageNet-1k validation as reported by the weights' authors/porters "
-        "(see `--json`). `mlx-inception download NAME` fetches and converts one."
+        "(see `--json`). `mlx-inception download NAME` fetches one."
     )
     return 0

@@ -13,11 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "push",
         help="upload a converted or fine-tuned weights directory to the Hugging Face Hub",
         description=(
-            "Upload DIR (config.json + model.safetensors, as written by `convert`, `download` or "
-            "training) to the Hub model repo REPO_ID through huggingface_hub's HfApi, creating "
-            "the repo (and the branch) if needed. A README.md model card (architecture, source "
-            "weights, preprocessing, labels, accuracy, licence, how to load) is generated unless "
-            "DIR has one. Needs a token with write access: `hf auth login` or HF_TOKEN."
+            "Upload DIR (config.json + model.safetensors, as written by `convert` or training) "
+            "to the Hub model repo REPO_ID through huggingface_hub's HfApi, creating the repo "
+            "(and the branch) if needed. Only model.safetensors, config.json and a README.md "
+            "model card go up, never other files in DIR nor a symbolic link out of it; the list "
+            "is printed before the upload. The card (architecture, source weights, "
+            "preprocessing, labels, accuracy, licence, how to load) is generated unless DIR has "
+            "one. Needs a token with write access: `hf auth login` or HF_TOKEN."
         ),
         formatter_class=HelpFormatter,
     )
@@ -47,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import hub
 
-    # hub.push says "uploading ..." once DIR and REPO_ID have been checked, so that a bad
+    # hub.push lists what it uploads once DIR and REPO_ID have been checked, so that a bad
     # argument is one line of error, not a promise followed by one.
     with hub_messages_on_stderr():
         result = hub.push(
