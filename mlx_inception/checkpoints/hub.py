@@ -13,9 +13,9 @@ registry name (``inception_v3.tv_in1k``) or a Hub repo id (``owner/name``) into 
 Online, one request lists the repo at the revision (its commit and each file's hash); files
 are fetched with ``hf_hub_download`` at that commit (no request when the snapshot has them), and
 ``refs/{revision}`` is written once they are verified. Offline, or with the Hub unreachable,
-``refs/{revision}`` and ``snapshots/{commit}`` alone answer (``local.cached_in_hub``). ``HF_HOME``/``HF_HUB_CACHE``,
-``HF_TOKEN``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_HUB_ETAG_TIMEOUT`` are read when a
-function here is called.
+``refs/{revision}`` and ``snapshots/{commit}`` alone answer (``local.cached_in_hub``).
+``HF_HOME``/``HF_HUB_CACHE``, ``HF_TOKEN``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and
+``HF_HUB_ETAG_TIMEOUT`` are read when a function here is called.
 
 huggingface_hub checks a downloaded file's size, not its content: each file it downloads is
 hashed once, right after, against the hash the Hub announces (the LFS SHA-256, or the git blob
