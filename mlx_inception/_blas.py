@@ -1,9 +1,8 @@
 """Set up MLX's Linux CPU backend: a fast BLAS (before ``mlx.core`` is imported), and malloc.
 
-MLX's Linux CPU wheel calls a bundled reference BLAS (about 2 GFLOP/s on sgemm). Loading Intel
-MKL's ``libmkl_rt`` into the global symbol scope first makes MLX resolve its BLAS calls there
-(about 140 GFLOP/s on the same sgemm on a 2-core x86_64, and the whole network about 40x
-faster). The ``mkl`` wheel is a dependency on x86_64 Linux; macOS uses Accelerate and nothing
+MLX's Linux CPU wheel calls a bundled reference BLAS, far slower than an optimised one
+(docs/performance.md). Loading Intel MKL's ``libmkl_rt`` into the global symbol scope first makes
+MLX resolve its BLAS calls there. The ``mkl`` wheel is a dependency on x86_64 Linux; macOS uses Accelerate and nothing
 here runs.
 
 ``MLX_INCEPTION_FAST_BLAS`` chooses: unset or ``1`` finds MKL in this Python's environment;
@@ -13,8 +12,8 @@ here runs.
 
 MLX's CPU allocator hands every buffer its 32 MB cache cannot hold back to malloc, and glibc's
 malloc returns large blocks to the kernel at once (``mmap`` above 128 KB, heap trimming), so
-the next pass gets them back as fresh pages, faulted in and zeroed one by one: about 12,000
-page faults and a tenth of the time of a 299 px inference pass here. On glibc,
+the next pass gets them back as fresh pages, faulted in and zeroed one by one (a visible share
+of an inference pass: docs/performance.md). On glibc,
 :func:`tune_malloc` keeps blocks up to 32 MB on the heap and trims it only beyond 1 GiB; the
 memory is then reused across sizes, which MLX's own cache (exact sizes only) cannot do, so
 peak memory does not grow. ``MLX_INCEPTION_TUNE_MALLOC=0`` leaves malloc alone.

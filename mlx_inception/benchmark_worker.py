@@ -127,8 +127,8 @@ def _mlx(spec: dict[str, Any]) -> dict[str, Any]:
             optimizer.update(model, grads)
             return loss
 
-        # Eager by default: on MLX 0.32's CPU backend the compiled step measured slower
-        # (11.2 vs 14.5 img/s at 75 px, batch 16).
+        # Eager by default: on MLX 0.32's CPU backend the compiled step was slower
+        # (docs/performance.md).
         if spec.get("compile", False):
             train_step = mx.compile(train_step, inputs=state, outputs=state)
 
