@@ -80,8 +80,8 @@ def test_mlx_training_worker_runs_a_training_step():
     assert "error" not in result, result.get("error")
     assert len(result["times"]) == 2
     # Without the aux head (75 px) the weights are 91.05 MiB; after a step SGD holds a momentum
-    # buffer of the same size beside them, so at least twice that was allocated at once.
-    assert result["allocator_peak_mib"] >= 2 * 91
+    # buffer beside each of the 90.92 MiB of trainable ones: 181.97 MiB allocated at once.
+    assert result["allocator_peak_mib"] >= 180
 
 
 @pytest.mark.slow  # builds torchvision's full network with its own init

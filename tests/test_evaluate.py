@@ -269,6 +269,7 @@ def test_evaluate_command_prints_json_with_top1_top5_and_count(
     assert result["class_mapping"] == "ImageNet synset ids"
 
 
+@pytest.mark.slow  # 144 forward passes per image, for the tree and for the command
 def test_evaluate_command_runs_the_144_crop_protocol(tiny_model, tiny_weights, tmp_path, capsys):
     predictor = Predictor(tiny_model, batch_size=48, crops=144)
     build_tree(tmp_path, predictor, ranks=[0])
