@@ -1,8 +1,9 @@
 """The fast BLAS on Linux: chosen automatically, switched off by MLX_INCEPTION_FAST_BLAS=0.
 
-Each case runs in a fresh interpreter, since the choice is made once, when the package is
-first imported. ``MKL_VERBOSE=1`` makes MKL print a line for every call it serves, which shows
-whether MLX's matmul really went through it (no timing is asserted).
+The choice is made once, when the package is first imported, so each setting is tried in a
+fresh interpreter (the slow tier); the quick tier checks the choice this process made.
+``MKL_VERBOSE=1`` makes MKL print a line for every call it serves, which shows whether MLX's
+matmul really went through it (no timing is asserted).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def mkl_calls(output: str) -> list[str]:
 
 @linux_x86_64
 @needs_mkl
+@pytest.mark.skipif("MLX_INCEPTION_FAST_BLAS" in os.environ, reason="the default is overridden")
+def test_this_process_loaded_mkl_before_mlx():
+    # conftest imports mlx_inception before anything imports mlx.core, as a script should.
+    assert _blas.status.startswith("mkl ") and _blas.library in _blas.status
+    with open("/proc/self/maps") as maps:
+        assert os.path.realpath(_blas.library) in maps.read()
+
+
+@pytest.mark.slow
+@linux_x86_64
+@needs_mkl
 def test_mkl_is_loaded_by_default_and_serves_mlx_matmul():
     done = run_python(f"{REPORT}; {MATMUL}", MKL_VERBOSE="1")
     assert status_line(done.stdout).startswith("mkl ")
@@ -52,6 +64,7 @@ def test_mkl_is_loaded_by_default_and_serves_mlx_matmul():
     assert len(mkl_calls(done.stdout)) == 1
 
 
+@pytest.mark.slow
 @linux_x86_64
 @needs_mkl
 def test_status_names_the_mkl_version_and_its_thread_count():
@@ -60,6 +73,7 @@ def test_status_names_the_mkl_version_and_its_thread_count():
     assert ", 1 thread: " in status_line(done.stdout)
 
 
+@pytest.mark.slow
 @linux_x86_64
 @needs_mkl
 @pytest.mark.parametrize("setting", ["0", "off", "False"])
@@ -73,6 +87,7 @@ def test_setting_the_switch_to_off_keeps_mlx_own_blas(setting):
     assert mkl_calls(done.stdout) == []
 
 
+@pytest.mark.slow
 @linux_x86_64
 @needs_mkl
 def test_importing_mlx_core_first_is_detected_and_warned_about():
@@ -84,6 +99,7 @@ def test_importing_mlx_core_first_is_detected_and_warned_about():
     assert mkl_calls(done.stdout) == []
 
 
+@pytest.mark.slow
 @linux_x86_64
 @needs_mkl
 def test_a_library_path_in_the_switch_loads_that_library():
@@ -93,6 +109,7 @@ def test_a_library_path_in_the_switch_loads_that_library():
     assert len(mkl_calls(done.stdout)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the preload is Linux-only")
 def test_an_unloadable_library_path_warns_and_mlx_still_computes():
     product = "(mx.ones((8, 8)) @ mx.ones((8, 8))).sum().item()"
@@ -131,6 +148,7 @@ def faults_line(output: str) -> tuple[str, int]:
     return words[1], int(words[3])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc is tuned on Linux")
 def test_tuned_malloc_serves_a_repeated_forward_pass_without_page_faults():
     tuned, faults = faults_line(run_python(REUSE).stdout)
@@ -161,6 +179,7 @@ def mmapped_line(output: str) -> tuple[str, int]:
     return words[1], int(words[3])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc is tuned on Linux")
 @pytest.mark.parametrize(("setting", "tuned", "mmapped"), [("1", "True", 0), ("0", "False", 1)])
 def test_the_malloc_switch_decides_where_a_24_mb_block_comes_from(setting, tuned, mmapped):

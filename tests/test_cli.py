@@ -43,6 +43,7 @@ def test_a_count_that_is_not_a_number_says_so_in_words(capsys):
         "(see mlx-inception predict --help)\n")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_closed_pipe_stops_quietly():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader (`| head -1`) has gone before anything is written

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import full_disk_on_save, random_images
+from conftest import assert_close, full_disk_on_save, real_photos
 
 import mlx_inception
 from mlx_inception.checkpoints import convert, store
@@ -34,21 +34,21 @@ def save(state, path):
 
 
 def test_cli_convert_writes_a_directory_that_load_reads_with_torchvisions_logits(
-    reference_checkpoints, reference_model, tmp_path, capsys
+    calibrated_checkpoint, calibrated_model, tmp_path, capsys
 ):
     out = tmp_path / "converted"
-    assert main(["convert", str(reference_checkpoints["pth"]), str(out)]) == 0
+    assert main(["convert", str(calibrated_checkpoint), str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
-    assert config["source"]["file"] == "inception_v3_reference.pth"
-    assert len(config["source"]["sha256"]) == 64
+    assert config["source"]["file"] == "inception_v3_calibrated.pth"
+    digest = hashlib.sha256(calibrated_checkpoint.read_bytes()).hexdigest()
+    assert config["source"]["sha256"] == digest
     model = mlx_inception.load(out)
-    images = random_images((1, 139, 139, 3), seed=11)
+    images = real_photos(139, 2)
     with torch.no_grad():
-        expected = reference_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
-    actual = np.array(model(mx.array(images)))
-    assert np.max(np.abs(actual - expected)) <= 1e-4 * np.max(np.abs(expected))
+        expected = calibrated_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    assert_close(model(mx.array(images)), expected, "logits")  # RELATIVE_TOLERANCE: conftest
 
 
 def test_conv_weights_are_transposed_by_role_not_by_shape(state, tmp_path):
@@ -181,15 +181,14 @@ def test_missing_file_is_reported(tmp_path):
         read_state_dict(tmp_path / "nope.pth")
 
 
-def test_cli_reports_errors_in_one_line_with_exit_status_1(tmp_path):
+def test_cli_reports_errors_in_one_line_with_exit_status_1(tmp_path, capsys):
+    # In this process: `python -m mlx_inception` exits with main()'s status (tests/test_cli.py).
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"junk")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_inception", "convert", str(bad), str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert main(["convert", str(bad), str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 

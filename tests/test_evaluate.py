@@ -234,6 +234,7 @@ def test_crop_averaging_is_the_mean_of_each_crops_softmax(tiny_model, chelsea):
     [prediction] = predictor.predict(chelsea)
     logits = predictor.model(mx.array(multi_crop(chelsea, TINY, 10)))  # the network it runs
     expected = np.array(mx.softmax(logits, axis=-1)).mean(axis=0)
+    # The same network on the same crops, in batches of 4 instead of 10: float32 rounding only.
     np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-6)
 
 
@@ -269,6 +270,7 @@ def test_evaluate_command_prints_json_with_top1_top5_and_count(
     assert result["class_mapping"] == "ImageNet synset ids"
 
 
+@pytest.mark.slow  # 144 forward passes per image, for the tree and for the command
 def test_evaluate_command_runs_the_144_crop_protocol(tiny_model, tiny_weights, tmp_path, capsys):
     predictor = Predictor(tiny_model, batch_size=48, crops=144)
     build_tree(tmp_path, predictor, ranks=[0])

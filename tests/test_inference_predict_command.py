@@ -64,6 +64,7 @@ def test_json_lines_have_exactly_path_and_top_k_with_index_label_probability(
     [expected] = Predictor.from_source(weights).predict(PHOTOS[0])  # what the CLI builds
     assert [e["index"] for e in line["top_k"]] == [e.index for e in expected.top_k]
     assert [e["label"] for e in line["top_k"]] == [e.label for e in expected.top_k]
+    # The same float32 network on the same input; 1e-6 allows a different batch composition.
     assert line["top_k"][0]["probability"] == pytest.approx(expected.top_k[0].probability, abs=1e-6)
 
 
@@ -98,6 +99,7 @@ def test_the_default_output_is_a_readable_table(weights, model, capsys):
     for line, entry in zip(lines[1:], expected.top_k, strict=True):
         rank, percent, index, label = line.split(maxsplit=3)
         assert (int(index), label) == (entry.index, entry.label)
+        # Printed with two decimals: off by 0.005 points at most, plus the 1e-6 above.
         assert float(percent.rstrip("%")) == pytest.approx(entry.probability * 100, abs=0.006)
     assert len(lines) == 4
 

@@ -19,7 +19,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from conftest import TRAINING_TOLERANCE, assert_close, random_images, to_nhwc
+from conftest import TRAINING_TOLERANCE, assert_close, random_images, real_photos, to_nhwc
 from mlx.utils import tree_flatten
 
 import mlx_inception
@@ -136,22 +136,22 @@ def test_low_resolution_stem_reaches_the_grids_of_the_299_network(stem, size, ex
 
 @pytest.mark.parametrize(("stem", "size"), [("151", 151), ("79", 79)])
 def test_low_resolution_stem_matches_torchvision_with_the_same_change(
-    reference_model, reference_checkpoints, stem, size
+    calibrated_model, calibrated_checkpoint, stem, size
 ):
-    conversion = convert_file(reference_checkpoints["pth"])
+    conversion = convert_file(calibrated_checkpoint)
     conversion.config.stem = stem
     model = build(conversion.weights, conversion.config)
-    images = random_images((1, size, size, 3), seed=11)
-    first_conv, maxpool1 = reference_model.Conv2d_1a_3x3.conv, reference_model.maxpool1
+    images = real_photos(size, 2)
+    first_conv, maxpool1 = calibrated_model.Conv2d_1a_3x3.conv, calibrated_model.maxpool1
     first_conv.stride = (1, 1)
     if stem == "79":
-        reference_model.maxpool1 = torch.nn.Identity()
+        calibrated_model.maxpool1 = torch.nn.Identity()
     try:
         with torch.no_grad():
-            expected = reference_model(nchw(images)).numpy()
+            expected = calibrated_model(nchw(images)).numpy()
     finally:
         first_conv.stride = (2, 2)
-        reference_model.maxpool1 = maxpool1
+        calibrated_model.maxpool1 = maxpool1
     assert_close(model(mx.array(images)), expected)
 
 
