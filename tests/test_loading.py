@@ -28,6 +28,7 @@ def test_directory_and_raw_checkpoint_give_the_same_model(converted_dir, referen
     assert from_dir.config.source["file"] == "inception_v3_reference.pth"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_folds_batchnorm_and_stays_close(calibrated_weights_dir, dtype):
     x = mx.array(real_photos(299, 4))

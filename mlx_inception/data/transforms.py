@@ -3,7 +3,7 @@
 torchvision's ``Inception_V3_Weights.IMAGENET1K_V1.transforms()`` resizes the shorter side to 342
 with Pillow's own (antialiased) bilinear resize, centre-crops 299, divides by 255 and normalises
 with ImageNet mean/std in float32. Doing the same Pillow calls and the same float32 operations in
-the same order gives bit-identical input (``tests/test_transforms.py``). timm's configs differ
+the same order gives bit-identical input (``tests/data/test_transforms.py``). timm's configs differ
 only in the numbers: ``crop_pct`` 0.875 means a resize to floor(299 / 0.875) = 341, bicubic, and
 mean = std = 0.5 for its tf/tv weights.
 """

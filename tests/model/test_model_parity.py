@@ -122,6 +122,7 @@ def test_training_mode_returns_logits_and_aux_logits_like_torchvision(reference_
                  TRAINING_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_gradients_are_as_accurate_as_torchvisions_own(reference_checkpoints):
     """Training-mode gradients of a randomly initialised network are ill-conditioned: torchvision
     in float32 is itself up to ~5% away from torchvision in float64 at the first convolution. So

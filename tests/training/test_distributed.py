@@ -24,6 +24,9 @@ from test_training_data import make_digits_folder
 
 from mlx_inception.training import checkpoint as checkpoints
 
+# Every test starts processes that meet over mx.distributed on loopback.
+pytestmark = pytest.mark.slow
+
 TIMEOUT_SECONDS = 300
 # Summing two gradients in another order could change the last bit of float32 results; the
 # runs below agree exactly (measured maximum difference 0), the bound allows for a platform

@@ -746,6 +746,7 @@ def timm_style_checkpoint(model: InceptionV3, path: Path) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_registry_name_is_downloaded_with_progress_and_loaded(qtbot, tmp_path, monkeypatch,
                                                                 small_weights, small_model,
                                                                 photos):
@@ -1061,6 +1062,7 @@ print("the script ends while MLX works", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_the_process_exits_cleanly_when_it_ends_while_the_network_works(tmp_path,
                                                                         small_weights):
     # One window closed while MLX works, one left open with MLX working as the script ends:
@@ -1097,6 +1099,7 @@ sys.exit(app_main.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_job_that_never_ends_does_not_keep_the_closed_app_running(tmp_path, small_weights,
                                                                     photos):
     script = tmp_path / "stuck.py"
@@ -1120,6 +1123,7 @@ def run_app(*arguments: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240, env=env)
 
 
+@pytest.mark.slow
 def test_screenshot_renders_the_whole_window_and_exits_0(tmp_path, small_weights, photos):
     out = tmp_path / "shot.png"
     done = run_app(str(photos["chelsea"]), "--weights", str(small_weights), "--module",
@@ -1131,6 +1135,7 @@ def test_screenshot_renders_the_whole_window_and_exits_0(tmp_path, small_weights
     assert colours > 1000  # photos, grids and heatmaps, not an empty window
 
 
+@pytest.mark.slow
 def test_screenshot_of_a_file_that_is_no_image_exits_1_with_the_reason(tmp_path, small_weights):
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")

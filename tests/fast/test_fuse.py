@@ -159,6 +159,7 @@ def test_optimizing_twice_changes_nothing(models):
     np.testing.assert_array_equal(np.array(fast(images)), np.array(before))
 
 
+@pytest.mark.slow
 def test_compiled_forward_gives_the_plain_logits(models):
     # The GPU path (mx.compile), run here on the CPU.
     plain, fast = models
@@ -166,6 +167,7 @@ def test_compiled_forward_gives_the_plain_logits(models):
     assert relative_error(fast.compiled_forward(images), plain(images)) <= RELATIVE_TOLERANCE
 
 
+@pytest.mark.slow
 def test_compiled_features_give_the_plain_features(models):
     # FID's pool3 and pytorch-fid's smaller blocks on the GPU path (mx.compile), run on the CPU.
     plain, fast = models
@@ -177,6 +179,7 @@ def test_compiled_features_give_the_plain_features(models):
         assert relative_error(actual, expected) <= RELATIVE_TOLERANCE
 
 
+@pytest.mark.slow
 def test_compiled_forward_sees_later_weight_changes():
     _, fast = plain_and_fast(seed=11, aux_logits=False, num_classes=10)
     images = mx.array(random_images((1, 75, 75, 3), seed=12))
@@ -192,6 +195,7 @@ def test_too_small_an_input_gets_the_plain_model_error(models):
         fast(mx.zeros((1, 60, 60, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_fast_path_in_half_precision_is_as_close_to_float32_as_the_plain_half_model(dtype):
     # Real photos; the model cast as mlx_inception.load(dtype=...) casts it (BatchNorm folded in
@@ -216,6 +220,7 @@ def test_fast_path_in_half_precision_is_as_close_to_float32_as_the_plain_half_mo
         assert fast_error <= 2 * plain_error, (key, fast_error, plain_error)
 
 
+@pytest.mark.slow
 def test_load_then_optimize_matches_torchvision(reference_model, reference_checkpoints):
     torch = pytest.importorskip("torch")
     fast = optimize_for_inference(mlx_inception.load(reference_checkpoints["safetensors"]))

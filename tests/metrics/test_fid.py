@@ -550,3 +550,32 @@ def test_statistics_files_are_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         stats.save(target)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_fid_network_is_loaded_fast_by_default_and_its_features_match_the_plain_ones(tmp_path,
+                                                                                      monkeypatch):
+    from mlx_inception.fast import is_fast
+    from mlx_inception.metrics.features import extract_features, load_fid_inception
+    from mlx_inception.model import BasicConv2d
+
+    checkpoint = tmp_path / "fid.pth"
+    torch.save(fid_reference_state(), checkpoint)
+    fast = load_fid_inception(checkpoint)
+    plain = load_fid_inception(checkpoint, fast=False)
+    convolutions = [m for _, m in plain.named_modules() if isinstance(m, BasicConv2d)]
+    assert is_fast(fast) and not is_fast(plain) and all("bn" in m for m in convolutions)
+    files = [str(skimage_photo(name)) for name in PHOTOS_A[:2]]
+    expected = extract_features(plain, files, batch_size=2)
+    layers = []
+    original = type(fast).features
+
+    def spy(model, x, layer="avgpool"):
+        layers.append(layer)
+        return original(model, x, layer)
+
+    monkeypatch.setattr(type(fast), "features", spy)
+    actual = extract_features(fast, files, batch_size=2)
+    assert layers == ["avgpool"]  # the pooled features, computing nothing after them
+    assert np.abs(actual - expected).max() <= FEATURE_TOLERANCE * np.abs(expected).max()
+    assert np.abs(expected).max() > 0

@@ -509,6 +509,7 @@ def test_corrupted_file_of_the_right_size_is_rejected_and_deleted(
     assert server.count("GET", port="cdn") == downloads + 1  # downloaded again, not reused
 
 
+@pytest.mark.slow
 def test_without_hashes_in_the_listing_the_x_linked_etag_is_checked(
     server, hf_cache, monkeypatch
 ):
@@ -588,6 +589,7 @@ def test_pickle_only_repo_needs_allow_pickle(server, hf_cache):
     assert server.count(contains="pytorch_model.bin") == before  # refused before downloading
 
 
+@pytest.mark.slow
 def test_pickle_repo_converts_with_allow_pickle(server, upstream, hf_cache):
     path = hub.resolve("tester/pickle-only", allow_pickle=True)
     assert path.name == "pytorch_model.bin"
@@ -742,6 +744,7 @@ def test_push_refuses_an_incomplete_directory_before_any_request(server, push_en
     assert len(server.requests) == before
 
 
+@pytest.mark.slow
 def test_push_takes_a_training_run_and_leaves_its_optimizer_state_here(
     server, push_env, calibrated_weights_dir, tmp_path, monkeypatch
 ):
@@ -870,6 +873,7 @@ def run_cli(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_download_then_predict_works_and_works_again_offline(server, tmp_path):
     from PIL import Image
     from skimage import data

@@ -80,7 +80,7 @@ def direct_probabilities(model: InceptionV3, path) -> np.ndarray:
     This seeded network's BatchNorm statistics come from three small images, and its logits
     change by up to 1.5e-4 of their scale when BatchNorm is folded (float32 rounding, amplified
     layer after layer); comparing the Predictor with the plain ``model`` would test that, which
-    tests/test_fast_inference.py does on a better-conditioned network.
+    tests/fast/test_fast_inference.py does on a better-conditioned network.
     """
     x = mx.array(preprocess(load_image(path), model.config.preprocessing)[None])
     return np.array(mx.softmax(fast_model(model)(x), axis=-1))[0]

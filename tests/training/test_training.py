@@ -285,6 +285,7 @@ def learning_run(module_tmp):
     return trainer.config, summary, root / "run"
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_digits_well_above_chance(learning_run):
     _, summary, run_dir = learning_run
     records = metric_records(run_dir)
@@ -294,6 +295,7 @@ def test_fine_tuning_learns_digits_well_above_chance(learning_run):
     assert summary["best_val_top1"] == max(r["val_top1"] for r in records)
 
 
+@pytest.mark.slow
 def test_every_epoch_records_loss_accuracy_and_throughput_in_metrics_jsonl(learning_run):
     config, _, run_dir = learning_run
     records = metric_records(run_dir)
@@ -305,6 +307,7 @@ def test_every_epoch_records_loss_accuracy_and_throughput_in_metrics_jsonl(learn
         assert record["images_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_data_loading_is_measured_in_every_epochs_metrics(learning_run):
     # How long the step waited for decoded images, and how many batches were ready before the
     # step asked, are recorded for the README's measurement; their values depend on the
@@ -318,6 +321,7 @@ def test_data_loading_is_measured_in_every_epochs_metrics(learning_run):
         assert 0.0 <= record["data_ready_fraction"] <= 1.0
 
 
+@pytest.mark.slow
 def test_curves_are_drawn_as_a_png(learning_run):
     _, _, run_dir = learning_run
     with Image.open(run_dir / "curves.png") as image:
@@ -326,6 +330,7 @@ def test_curves_are_drawn_as_a_png(learning_run):
     assert (255, 127, 14) in colours and (31, 119, 180) in colours  # validation, train lines
 
 
+@pytest.mark.slow
 def test_resolved_configuration_is_saved_in_the_run_directory(learning_run):
     config, _, run_dir = learning_run
     saved = json.loads((run_dir / "train_config.json").read_text())
@@ -334,6 +339,7 @@ def test_resolved_configuration_is_saved_in_the_run_directory(learning_run):
         "fine-tune", "backbone", False, "299")  # resolved (the network from --init's weights)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_loads_with_mlx_inception_load_and_reproduces_its_accuracy(learning_run):
     _, summary, run_dir = learning_run
     model = mlx_inception.load(run_dir / "best")
@@ -347,6 +353,7 @@ def test_best_checkpoint_loads_with_mlx_inception_load_and_reproduces_its_accura
     assert accuracy == pytest.approx(summary["best_val_top1"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_frozen_backbone_and_its_statistics_did_not_change(learning_run):
     _, _, run_dir = learning_run
     initial, _ = load_weights(run_dir.parent / "init")
@@ -380,6 +387,7 @@ def stopped_run(tiny_digits, module_tmp):
     return out
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_exactly(straight_run, stopped_run, tmp_path):
     # Resume the run stopped at step 3 and finish: every weight, BatchNorm statistic, optimizer
     # slot and moving average equals the uninterrupted run's.
@@ -394,6 +402,7 @@ def test_resume_continues_bit_exactly(straight_run, stopped_run, tmp_path):
     assert strip == expected
 
 
+@pytest.mark.slow
 def test_resume_with_no_steps_left_changes_nothing(stopped_run, tmp_path):
     out = clone_run(stopped_run, tmp_path / "run")
     before, arrays = (out / "last").resolve(), trained_arrays(out)
@@ -406,6 +415,7 @@ def test_resume_with_no_steps_left_changes_nothing(stopped_run, tmp_path):
     assert_bit_identical(trained_arrays(out), arrays)
 
 
+@pytest.mark.slow
 def test_a_run_started_with_relative_paths_resumes_from_another_folder(tiny_digits, tmp_path,
                                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -427,6 +437,7 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder(tiny_digi
     assert not any("images changed" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_resume_records_the_changed_settings_in_train_config_json(stopped_run, tmp_path):
     out = clone_run(stopped_run, tmp_path / "run")
     Trainer.resume(out, {"epochs": 5, "max_steps": 3, "workers": 1}, show_progress=False).fit()
@@ -443,6 +454,7 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again(tiny_dig
     assert Trainer(config, notes=notes, show_progress=False).config.out == str(out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exactly(straight_run, tiny_digits,
                                                            tmp_path, monkeypatch):
     out = tmp_path / "run"
@@ -475,6 +487,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exactly(straight_run, tiny_d
     assert_bit_identical(trained_arrays(out), trained_arrays(straight_run))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage",
     ["killed before the last line was written", "last line cut off", "last line written twice"],
@@ -514,11 +527,13 @@ def test_metrics_reader_refuses_a_damaged_line_before_the_last_in_one_line(tmp_p
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_resume_refuses_to_change_what_is_computed(straight_run):
     with pytest.raises(ConfigError, match="only epochs, max_steps"):
         Trainer.resume(straight_run, {"batch_size": 8})
 
 
+@pytest.mark.slow
 def test_a_new_run_refuses_a_directory_that_holds_one(straight_run, tiny_digits):
     config, _ = small_config(tiny_digits, straight_run, epochs=2)
     with pytest.raises(ConfigError, match="--resume"):
@@ -530,6 +545,7 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
         Trainer.resume(tmp_path)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_complete_and_linked_as_last_and_best(straight_run):
     last, best = (straight_run / "last").resolve(), (straight_run / "best").resolve()
     assert last.parent.name == "checkpoints" and best.parent == last.parent
@@ -545,6 +561,7 @@ def test_checkpoints_are_complete_and_linked_as_last_and_best(straight_run):
         assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_path,
                                                              monkeypatch):
     run = clone_run(straight_run, tmp_path / "copy")
@@ -561,6 +578,7 @@ def test_a_failed_checkpoint_write_leaves_the_last_one_intact(straight_run, tmp_
     checkpoints.load_checkpoint(run / "last")  # still complete
 
 
+@pytest.mark.slow
 def test_an_inf_gradient_stops_the_run_before_its_weights_are_saved(straight_run, tmp_path,
                                                                     monkeypatch):
     # The step's loss is computed before its update: only the gradient norm shows that the
@@ -580,6 +598,7 @@ def test_an_inf_gradient_stops_the_run_before_its_weights_are_saved(straight_run
     assert (run / "last").resolve() == before
 
 
+@pytest.mark.slow
 def test_saving_deletes_only_old_checkpoints_never_other_folders(straight_run, tmp_path):
     run = clone_run(straight_run, tmp_path / "copy")
     mine = run / "checkpoints" / "my_resnet_weights"  # --out pointed at a folder in use
@@ -665,6 +684,7 @@ def test_a_kill_at_any_moment_of_a_save_leaves_last_naming_a_complete_checkpoint
     assert checkpoints.resolve_link(run, "last") == (run / "checkpoints/step-00000004.1").resolve()
 
 
+@pytest.mark.slow
 def test_evaluated_weights_are_the_moving_average(straight_run):
     # model.safetensors (what mlx_inception.load reads) holds the averaged weights; the raw
     # ones are in training_state.safetensors for resuming.
@@ -758,6 +778,7 @@ def test_a_variant_set_explicitly_overrides_the_init_weights_with_a_note(variant
     assert any("stem=79" in note and "151" in note for note in notes)
 
 
+@pytest.mark.slow
 def test_a_stem_151_run_trains_a_step_and_loads_back_as_stem_151(tiny_digits, tmp_path):
     out = tmp_path / "run"
     # 45 px is below the 299 stem's 75 px minimum but above the 151 stem's 39.
@@ -846,6 +867,7 @@ def test_an_unreadable_image_stops_with_one_line_and_a_resumable_checkpoint(tmp_
     checkpoints.load_checkpoint(out / "last")  # nothing is lost: the run can continue
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_checkpoint_after_a_bad_image_is_one_line(tmp_path, tiny_digits,
                                                                        capsys, monkeypatch):
     data = tmp_path / "data"
@@ -863,6 +885,7 @@ def test_a_full_disk_at_the_checkpoint_after_a_bad_image_is_one_line(tmp_path, t
     assert not [p for p in (out / "checkpoints").iterdir()]  # no half-written checkpoint
 
 
+@pytest.mark.slow
 def test_an_unreadable_validation_image_keeps_the_epochs_steps(tmp_path, tiny_digits, capsys):
     val = tmp_path / "val"
     shutil.copytree(tiny_digits / "val", val)

@@ -97,7 +97,7 @@ def test_fast_taps_have_every_key_of_the_plain_model_and_agree(model):
     assert set(fast.taps) == set(plain.taps)
     for key in ("Conv2d_1a_3x3", "Mixed_5b.branch_pool", "Mixed_6e", "Mixed_7c", "avgpool"):
         scale = np.abs(plain.taps[key]).max()
-        # Same tolerance as tests/test_fuse.py: 1e-4 of the activation's scale.
+        # Same tolerance as tests/fast/test_fuse.py: 1e-4 of the activation's scale.
         assert np.abs(fast.taps[key] - plain.taps[key]).max() <= 1e-4 * scale, key
 
 
@@ -236,39 +236,6 @@ def test_evaluate_runs_the_fast_path_unless_no_fast(
     assert results[0]["top5_correct"] == results[1]["top5_correct"]
 
 
-# --- FID features --------------------------------------------------------------------------------
-
-
-def test_fid_network_is_loaded_fast_by_default_and_its_features_match_the_plain_ones(tmp_path,
-                                                                                      monkeypatch):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("pytorch_fid")
-    from test_fid import fid_reference_state
-
-    from mlx_inception.metrics.features import extract_features, load_fid_inception
-
-    checkpoint = tmp_path / "fid.pth"
-    torch.save(fid_reference_state(), checkpoint)
-    fast = load_fid_inception(checkpoint)
-    plain = load_fid_inception(checkpoint, fast=False)
-    assert is_fast(fast) and not is_fast(plain) and has_every_batchnorm(plain)
-    files = PHOTOS[:2]
-    expected = extract_features(plain, files, batch_size=2)
-    layers = []
-    original = type(fast).features
-
-    def spy(model, x, layer="avgpool"):
-        layers.append(layer)
-        return original(model, x, layer)
-
-    monkeypatch.setattr(type(fast), "features", spy)
-    actual = extract_features(fast, files, batch_size=2)
-    assert layers == ["avgpool"]  # the pooled features, computing nothing after them
-    # tests/test_fid.py's feature tolerance against pytorch-fid: 1e-4 of the largest feature.
-    assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
-    assert np.abs(expected).max() > 0
-
-
 # --- the app -------------------------------------------------------------------------------------
 
 
@@ -285,7 +252,7 @@ def test_the_app_predicts_with_the_plain_network_it_takes_grad_cam_of(small_weig
         result = session.grad_cam(1, None, "Mixed_7c")
         image = preprocess(load_image(PHOTOS[0]), SMALL)
         expected = grad_cam(session.model, image, analysis.top_k[0].index, "Mixed_7c")
-        # As tests/test_app.py: the session hands its recorded taps back (float32 copies).
+        # As tests/app/test_app.py: the session hands its recorded taps back (float32 copies).
         np.testing.assert_allclose(result.heatmap, expected.heatmap, atol=1e-5)
     finally:
         session.close()
