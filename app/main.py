@@ -8,8 +8,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-import mlx_inception  # noqa: F401  (loads the fast BLAS before anything imports mlx.core)
+import mlx_inception  # (loads the fast BLAS before anything imports mlx.core)
 from mlx_inception.inference.gradcam import DEFAULT_LAYER
+
+from .qt_platform import platform_problem
 
 SCREENSHOT_TIMEOUT_S = 300
 # How long the process may stay (windowless) after the last window closed, for the worker to
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", default="1600x1000",
                         help="window size WIDTHxHEIGHT (the screenshot's size)")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {mlx_inception.__version__}")
     return parser
 
 
@@ -51,6 +55,12 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise SystemExit(f"error: --size must be WIDTHxHEIGHT, not {text!r}") from None
     return width, height
+
+
+def _has_application() -> bool:
+    """Return True if this process runs a Qt application already (the tests' own)."""
+    gui = sys.modules.get("PySide6.QtGui")
+    return gui is not None and gui.QGuiApplication.instance() is not None
 
 
 def _report_exceptions_in(window) -> None:
@@ -73,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.image and not os.path.exists(os.path.expanduser(args.image)):
         print(f"error: {args.image}: no such file", file=sys.stderr)
         return 1
+    if not _has_application():
+        # Qt aborts the process (a core dump) when its platform cannot load: say why first.
+        problem = platform_problem()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
 
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
