@@ -42,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="render the whole window to this PNG once every result is drawn, then exit "
         "(works with QT_QPA_PLATFORM=offscreen)",
     )
-    parser.add_argument("--size", default="1600x1000",
-                        help="window size WIDTHxHEIGHT (the screenshot's size)")
+    parser.add_argument(
+        "--layout",
+        metavar="OUT.json",
+        help="with --screenshot: also write where the window and every widget of each panel "
+        "lie on the screen and, on a real screen, the whole screen as OUT.screen.png",
+    )
+    parser.add_argument("--size", help="window size WIDTHxHEIGHT (the screenshot's size); by "
+                        "default as last closed, else 1600x1000, within the screen's free area")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {mlx_inception.__version__}")
     return parser
@@ -79,7 +85,7 @@ def _report_exceptions_in(window) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    width, height = _parse_size(args.size)
+    size = _parse_size(args.size) if args.size else None
     if args.image and not os.path.exists(os.path.expanduser(args.image)):
         print(f"error: {args.image}: no such file", file=sys.stderr)
         return 1
@@ -90,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 1
 
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QSettings, QSize
     from PySide6.QtWidgets import QApplication
 
+    from .geometry import place
     from .window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -106,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = QSettings(os.path.join(scratch.name, "settings.ini"),
                              QSettings.Format.IniFormat)
     window = MainWindow(weights=args.weights, module=args.module, settings=settings)
-    window.resize(width, height)
+    if size is not None:
+        place(window, window.settings, QSize(*size))
     _report_exceptions_in(window)
     window.show()
     if args.image:
@@ -123,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"error: cannot write {args.screenshot}: {error}", file=sys.stderr)
         else:
+            if args.layout:
+                write_layout(window, args.layout)
             if window.last_error:
                 print(f"error: {window.last_error}", file=sys.stderr)
             else:
@@ -140,6 +150,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     _timer = wait_until_settled(window, capture, SCREENSHOT_TIMEOUT_S * 1000, timed_out)  # noqa: F841
     app.exec()
     return _exit(window, outcome["code"])
+
+
+def write_layout(window, path: str) -> None:
+    """Write ``window``'s layout report to ``path`` (JSON) and, on a real screen, the whole
+    screen as grabbed beside it (``.screen.png``)."""
+    import json
+    from pathlib import Path
+
+    from PySide6.QtGui import QGuiApplication
+
+    from mlx_inception.atomic import write_text_atomically
+
+    from .geometry import WINDOWLESS, layout_report
+
+    report = layout_report(window, window.panels)
+    if QGuiApplication.platformName() not in WINDOWLESS:
+        grab = Path(path).with_suffix(".screen.png")
+        if window.screen().grabWindow(0).save(str(grab), "PNG"):
+            report["screen_grab"] = str(grab)
+    write_text_atomically(path, json.dumps(report, indent=1))
 
 
 def wait_until_settled(window, callback, timeout_ms: int, on_timeout):

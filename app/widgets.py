@@ -289,6 +289,33 @@ class BarChart(QWidget):
             self.chosen.emit(self._bars[row].key)
 
 
+class Banner(QLabel):
+    """What network the window runs, above the panels (orange when it is not a trained one)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Loading the network…", parent)
+        self.setObjectName("banner")
+        self.setWordWrap(True)
+
+    def describe(self, info) -> None:
+        """Say what ``info`` (a ``session.WeightsInfo``, or None: nothing yet) is."""
+        if info is None:
+            warning, text = True, "No network loaded yet"
+        elif info.pretrained:
+            warning, text = False, f"Weights: {info.description}"
+        else:
+            warning, text = True, (
+                "No pretrained weights loaded: this is a randomly initialised Inception-v3 "
+                "(its BatchNorm statistics measured on the image shown), so its predictions "
+                "mean nothing; the maps show what untrained filters respond to. Choose weights "
+                "with Weights ▸ Choose weights… (a registry name such as inception_v3.tv_in1k, "
+                "a converted folder or a .pth/.safetensors file).")
+        self.setProperty("warning", warning)
+        self.setText(text)
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+
 class BusyIndicator:
     """What the worker is doing, at the right of a status bar: a line of text, and a progress
     bar shown while it works."""
