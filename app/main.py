@@ -165,6 +165,8 @@ def write_layout(window, path: str) -> None:
     from .geometry import WINDOWLESS, layout_report
 
     report = layout_report(window, window.panels)
+    report["title"] = window.windowTitle()
+    report["predictions"] = [bar.label for bar in window.predictions_panel.bars.bars()]
     if QGuiApplication.platformName() not in WINDOWLESS:
         grab = Path(path).with_suffix(".screen.png")
         if window.screen().grabWindow(0).save(str(grab), "PNG"):
