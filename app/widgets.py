@@ -79,6 +79,22 @@ def slider(value: int) -> QSlider:
     return control
 
 
+class ElidedLabel(QLabel):
+    """One line of text that ends in "…" where it does not fit: a long title never widens its
+    panel (and with it the window), and is never cut mid-letter."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             rect.width())
+        painter.drawText(rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+
+
 class Panel(QFrame):
     """A titled frame; every panel can be saved as a PNG from the window's Export menu."""
 
@@ -86,11 +102,8 @@ class Panel(QFrame):
         super().__init__(parent)
         self.setObjectName("panel")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.title = QLabel(title)
+        self.title = ElidedLabel(title)  # a class name, a branch: as long as they come
         self.title.setObjectName("panelTitle")
-        # A long title (a class name, a branch) is cut at the panel's edge, never allowed to
-        # widen the panel and with it the window.
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.body = QVBoxLayout(self)
         self.body.setContentsMargins(10, 8, 10, 10)
         self.body.setSpacing(6)

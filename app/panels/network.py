@@ -37,7 +37,7 @@ from mlx_inception.inference.activations import (
 )
 
 from ..session import WeightsInfo
-from ..widgets import Bar, BarChart, ImageView, Panel, shape_text, short_name
+from ..widgets import Bar, BarChart, ElidedLabel, ImageView, Panel, shape_text, short_name
 
 GRID_BACKGROUND = (24, 25, 28)
 # The widest the navigator asks to be (a 1280-pixel screen leaves the grids about 400 pixels).
@@ -56,9 +56,8 @@ class BranchView(QWidget):
         self.maps: np.ndarray | None = None
         self.grid: ChannelGrid | None = None
         self.selected: int | None = None
-        self.title = QLabel(short_name(key))
+        self.title = ElidedLabel(short_name(key))
         self.title.setObjectName("branchTitle")
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ImageView("", minimum=90, align_top=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
