@@ -8,8 +8,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-import mlx_inception  # noqa: F401  (loads the fast BLAS before anything imports mlx.core)
+import mlx_inception  # (loads the fast BLAS before anything imports mlx.core)
 from mlx_inception.inference.gradcam import DEFAULT_LAYER
+
+from .qt_platform import platform_problem
 
 SCREENSHOT_TIMEOUT_S = 300
 # How long the process may stay (windowless) after the last window closed, for the worker to
@@ -40,8 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="render the whole window to this PNG once every result is drawn, then exit "
         "(works with QT_QPA_PLATFORM=offscreen)",
     )
-    parser.add_argument("--size", default="1600x1000",
-                        help="window size WIDTHxHEIGHT (the screenshot's size)")
+    parser.add_argument(
+        "--layout",
+        metavar="OUT.json",
+        help="with --screenshot: also write where the window and every widget of each panel "
+        "lie on the screen and, on a real screen, the whole screen as OUT.screen.png",
+    )
+    parser.add_argument("--size", help="window size WIDTHxHEIGHT (the screenshot's size); by "
+                        "default as last closed, else 1600x1000, within the screen's free area")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {mlx_inception.__version__}")
     return parser
 
 
@@ -51,6 +61,12 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise SystemExit(f"error: --size must be WIDTHxHEIGHT, not {text!r}") from None
     return width, height
+
+
+def _has_application() -> bool:
+    """Return True if this process runs a Qt application already (the tests' own)."""
+    gui = sys.modules.get("PySide6.QtGui")
+    return gui is not None and gui.QGuiApplication.instance() is not None
 
 
 def _report_exceptions_in(window) -> None:
@@ -69,14 +85,21 @@ def _report_exceptions_in(window) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    width, height = _parse_size(args.size)
+    size = _parse_size(args.size) if args.size else None
     if args.image and not os.path.exists(os.path.expanduser(args.image)):
         print(f"error: {args.image}: no such file", file=sys.stderr)
         return 1
+    if not _has_application():
+        # Qt aborts the process (a core dump) when its platform cannot load: say why first.
+        problem = platform_problem()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
 
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QSettings, QSize
     from PySide6.QtWidgets import QApplication
 
+    from .geometry import place
     from .window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -90,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = QSettings(os.path.join(scratch.name, "settings.ini"),
                              QSettings.Format.IniFormat)
     window = MainWindow(weights=args.weights, module=args.module, settings=settings)
-    window.resize(width, height)
+    if size is not None:
+        place(window, window.settings, QSize(*size))
     _report_exceptions_in(window)
     window.show()
     if args.image:
@@ -107,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"error: cannot write {args.screenshot}: {error}", file=sys.stderr)
         else:
+            if args.layout:
+                write_layout(window, args.layout)
             if window.last_error:
                 print(f"error: {window.last_error}", file=sys.stderr)
             else:
@@ -124,6 +150,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _timer = wait_until_settled(window, capture, SCREENSHOT_TIMEOUT_S * 1000, timed_out)  # noqa: F841
     app.exec()
     return _exit(window, outcome["code"])
+
+
+def write_layout(window, path: str) -> None:
+    """Write ``window``'s layout report to ``path`` (JSON) and, on a real screen, the whole
+    screen as grabbed beside it (``.screen.png``)."""
+    import json
+    from pathlib import Path
+
+    from PySide6.QtGui import QGuiApplication
+
+    from mlx_inception.atomic import write_text_atomically
+
+    from .geometry import WINDOWLESS, layout_report
+
+    report = layout_report(window, window.panels)
+    report["title"] = window.windowTitle()
+    report["predictions"] = [bar.label for bar in window.predictions_panel.bars.bars()]
+    if QGuiApplication.platformName() not in WINDOWLESS:
+        grab = Path(path).with_suffix(".screen.png")
+        if window.screen().grabWindow(0).save(str(grab), "PNG"):
+            report["screen_grab"] = str(grab)
+    write_text_atomically(path, json.dumps(report, indent=1))
 
 
 def wait_until_settled(window, callback, timeout_ms: int, on_timeout):

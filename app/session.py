@@ -30,6 +30,7 @@ from mlx_inception.inference.activations import (
     aux_head_taps,
     network_modules,
 )
+from mlx_inception.inference.calibration import calibrate_batchnorm
 from mlx_inception.inference.gradcam import DEFAULT_LAYER, grad_cam, spatial_layers
 from mlx_inception.inference.predictor import Predictor, TopK, top_k_of
 
@@ -251,7 +252,8 @@ class ModelSession:
             model = InceptionV3(init_weights=True)
             model.eval()
             mx.eval(model.parameters())
-            description = f"randomly initialised network (torchvision's init, seed {RANDOM_SEED})"
+            description = (f"randomly initialised network (torchvision's init, seed {RANDOM_SEED}; "
+                           "BatchNorm statistics of the image shown)")
             pretrained, source = False, RANDOM_WEIGHTS
         else:
             model = mlx_inception.load(source)
@@ -313,6 +315,12 @@ class ModelSession:
         original = load_image(source)
         preprocessing = self.model.config.preprocessing
         crop = np.asarray(center_crop(original, preprocessing), dtype=np.uint8)
+        inputs = normalize(crop, preprocessing)[None]
+        if not self.info.pretrained:
+            # A random network has no BatchNorm statistics of its own: measured on this image
+            # (and its mirror, so that the aux head's 1x1 maps have a variance), its layers keep
+            # a trained network's scale and its predictions spread over the classes.
+            calibrate_batchnorm(self.model, np.concatenate([inputs, inputs[:, :, ::-1]]))
         prediction = self.predictor.predict(original, taps=True)[0]
         if prediction.error:
             raise ImageError(prediction.error)
@@ -331,7 +339,6 @@ class ModelSession:
             aux_logits = taps["AuxLogits"].astype(np.float64)
             aux_probabilities = np.exp(aux_logits - aux_logits.max())
             aux_top_k = top_k_of(aux_probabilities / aux_probabilities.sum(), 5, self.info.labels)
-        inputs = normalize(crop, preprocessing)[None]
         numpy_taps, probabilities_np = taps, prediction.probabilities
         self._input, self._taps, self._request = inputs, numpy_taps, request
         path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None

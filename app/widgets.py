@@ -79,6 +79,22 @@ def slider(value: int) -> QSlider:
     return control
 
 
+class ElidedLabel(QLabel):
+    """One line of text that ends in "…" where it does not fit: a long title never widens its
+    panel (and with it the window), and is never cut mid-letter."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             rect.width())
+        painter.drawText(rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+
+
 class Panel(QFrame):
     """A titled frame; every panel can be saved as a PNG from the window's Export menu."""
 
@@ -86,11 +102,8 @@ class Panel(QFrame):
         super().__init__(parent)
         self.setObjectName("panel")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.title = QLabel(title)
+        self.title = ElidedLabel(title)  # a class name, a branch: as long as they come
         self.title.setObjectName("panelTitle")
-        # A long title (a class name, a branch) is cut at the panel's edge, never allowed to
-        # widen the panel and with it the window.
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.body = QVBoxLayout(self)
         self.body.setContentsMargins(10, 8, 10, 10)
         self.body.setSpacing(6)
@@ -287,6 +300,33 @@ class BarChart(QWidget):
         row = int(event.position().y() // self._row_height)
         if 0 <= row < len(self._bars) and self._bars[row].key is not None:
             self.chosen.emit(self._bars[row].key)
+
+
+class Banner(QLabel):
+    """What network the window runs, above the panels (orange when it is not a trained one)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Loading the network…", parent)
+        self.setObjectName("banner")
+        self.setWordWrap(True)
+
+    def describe(self, info) -> None:
+        """Say what ``info`` (a ``session.WeightsInfo``, or None: nothing yet) is."""
+        if info is None:
+            warning, text = True, "No network loaded yet"
+        elif info.pretrained:
+            warning, text = False, f"Weights: {info.description}"
+        else:
+            warning, text = True, (
+                "No pretrained weights loaded: this is a randomly initialised Inception-v3 "
+                "(its BatchNorm statistics measured on the image shown), so its predictions "
+                "mean nothing; the maps show what untrained filters respond to. Choose weights "
+                "with Weights ▸ Choose weights… (a registry name such as inception_v3.tv_in1k, "
+                "a converted folder or a .pth/.safetensors file).")
+        self.setProperty("warning", warning)
+        self.setText(text)
+        self.style().unpolish(self)
+        self.style().polish(self)
 
 
 class BusyIndicator:

@@ -35,6 +35,7 @@ from mlx_inception.inference.gradcam import DEFAULT_LAYER
 
 from . import export
 from .dialogs import WeightsDialog
+from .geometry import place, remember
 from .menus import build_menus
 from .navigation import IMAGE_FILTER, RecentFiles, folder_images, neighbour
 from .panels import Workspace
@@ -50,7 +51,7 @@ from .session import (
 )
 from .sources import NothingToOpen, fetch_url, may_hold_an_image, read_mime, short_address, url_name
 from .style import STYLE
-from .widgets import BusyIndicator
+from .widgets import Banner, BusyIndicator
 from .workers import DOWNLOAD, IO, Worker
 
 
@@ -84,6 +85,9 @@ class MainWindow(QMainWindow):
         self.gradcam_layer = DEFAULT_LAYER
         self.initial_module = module or DEFAULT_LAYER
         self.last_error: str | None = None
+        # Why the weights asked for are not the ones loaded: shown until other weights load,
+        # never cleared by an image (the network shown is not the one asked for).
+        self.weights_error: str | None = None
         self._source: Any = None  # the image last asked for (shown, loading or failed)
         self._source_name: str | None = None
         self._weights_source: str | None = None  # the weights last asked for (the dialog's)
@@ -94,7 +98,7 @@ class MainWindow(QMainWindow):
         self._build()
         self.recent_menu = build_menus(self)
         self.recent = RecentFiles(self.settings, self.recent_menu, self.open_path)
-        self.resize(1600, 1000)
+        place(self, self.settings)
 
         if weights:
             self.load_weights(weights)
@@ -110,9 +114,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(8, 8, 8, 4)
         layout.setSpacing(6)
-        self.banner = QLabel("Loading the network…")
-        self.banner.setObjectName("banner")
-        self.banner.setWordWrap(True)
+        self.banner = Banner()
         self.error_label = QLabel()
         self.error_label.setObjectName("error")
         self.error_label.setWordWrap(True)
@@ -273,8 +275,9 @@ class MainWindow(QMainWindow):
             self.gradcam_panel.set_pending(f"Grad-CAM failed: {message}")
             return
         if kind in ("weights", "download"):
-            self._show_weights(self.info)
-            self.show_error(f"Could not load weights: {message}")
+            self.banner.describe(self.info)
+            self.weights_error = f"Could not load weights: {message}"
+            self.show_error(self.weights_error)
             if self.info is None:
                 self._submit("weights", self.session.load_weights, None,
                              description="loading a randomly initialised network")
@@ -300,31 +303,15 @@ class MainWindow(QMainWindow):
         self.status_text.setText(message)
 
     def clear_error(self) -> None:
+        """Hide the red line, unless it says the weights asked for did not load."""
         self.last_error = None
         self.error_label.hide()
+        if self.weights_error:
+            self.show_error(self.weights_error)
 
     def _hover(self, text: str) -> None:
         if text:
             self.status_text.setText(text)
-
-    def _show_weights(self, info: WeightsInfo | None) -> None:
-        """Say in the banner what network is loaded (in orange when it is not a trained one)."""
-        if info is None:
-            self.banner.setProperty("warning", True)
-            self.banner.setText("No network loaded yet")
-        elif info.pretrained:
-            self.banner.setProperty("warning", False)
-            self.banner.setText(f"Weights: {info.description}")
-        else:
-            self.banner.setProperty("warning", True)
-            self.banner.setText(
-                "No pretrained weights loaded: this is a randomly initialised Inception-v3, so "
-                "its predictions mean nothing; the maps show what untrained filters respond to. "
-                "Choose weights with Weights ▸ Choose weights… (a registry name such as "
-                "inception_v3.tv_in1k, a converted folder or a .pth/.safetensors file)."
-            )
-        self.banner.style().unpolish(self.banner)
-        self.banner.style().polish(self.banner)
 
     def _weights_loaded(self, info: WeightsInfo, source: str | None) -> None:
         """Show ``info``, loaded for ``source`` (what the user chose; None: the startup's)."""
@@ -332,9 +319,13 @@ class MainWindow(QMainWindow):
         self.worker.cancel("gradcam")  # a Grad-CAM of the previous network's analysis
         if info.pretrained and source is not None:
             self.settings.setValue("weights/last", source)
-        self._show_weights(info)
+        self.banner.describe(info)
+        if source is not None:  # what the user chose, loaded: an earlier failure is over
+            self.weights_error = None
         if info.notes:
-            self.show_error("Weights not used: " + "; ".join(info.notes))
+            self.weights_error = "Weights not used: " + "; ".join(info.notes)
+        if self.weights_error:
+            self.show_error(self.weights_error)
         self.network_panel.set_network(info)
         if self.initial_module:
             try:
@@ -489,6 +480,7 @@ class MainWindow(QMainWindow):
         # not waited for. Its threads finish the job they are in (possibly seconds inside MLX)
         # and end; they are not daemons, so the process outlives them and never dies inside
         # MLX (see workers.py). main() bounds that wait.
+        remember(self, self.settings)
         self.settings.sync()
         self.worker.shutdown()
         super().closeEvent(event)

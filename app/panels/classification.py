@@ -25,9 +25,9 @@ class InputPanel(Panel):
         super().__init__("Input", parent)
         row = QHBoxLayout()
         self.original = ImageView(
-            "Drop an image here,\npaste one (Ctrl+V)\nor open one (Ctrl+O)", minimum=120
+            "Drop an image here,\npaste one (Ctrl+V)\nor open one (Ctrl+O)", minimum=100
         )
-        self.crop = ImageView("", minimum=120)
+        self.crop = ImageView("", minimum=100)
         self.original_caption = caption()
         self.crop_caption = caption()
         for view, label in ((self.original, self.original_caption),

@@ -37,9 +37,11 @@ from mlx_inception.inference.activations import (
 )
 
 from ..session import WeightsInfo
-from ..widgets import Bar, BarChart, ImageView, Panel, shape_text, short_name
+from ..widgets import Bar, BarChart, ElidedLabel, ImageView, Panel, shape_text, short_name
 
 GRID_BACKGROUND = (24, 25, 28)
+# The widest the navigator asks to be (a 1280-pixel screen leaves the grids about 400 pixels).
+NAVIGATOR_MAX_WIDTH = 240
 
 
 class BranchView(QWidget):
@@ -54,9 +56,8 @@ class BranchView(QWidget):
         self.maps: np.ndarray | None = None
         self.grid: ChannelGrid | None = None
         self.selected: int | None = None
-        self.title = QLabel(short_name(key))
+        self.title = ElidedLabel(short_name(key))
         self.title.setObjectName("branchTitle")
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ImageView("", minimum=90, align_top=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -148,8 +149,9 @@ class NetworkPanel(Panel):
         self.navigator = QTreeWidget()
         self.navigator.setHeaderLabels(["module", "output"])
         self.navigator.setRootIsDecorated(True)
-        self.navigator.setMinimumWidth(130)
         self.navigator.currentItemChanged.connect(self._navigated)
+        self.navigator.itemExpanded.connect(self._fit_navigator)
+        self.navigator.itemCollapsed.connect(self._fit_navigator)
         splitter.addWidget(self.navigator)
 
         right = QWidget()
@@ -211,7 +213,7 @@ class NetworkPanel(Panel):
                         child = QTreeWidgetItem([short_name(key), ""])
                         child.setData(0, Qt.ItemDataRole.UserRole, key)
                         item.addChild(child)
-        self.navigator.resizeColumnToContents(0)
+        self._fit_navigator()
         self.navigator.blockSignals(False)
         self.select(current if current in self.modules else "Mixed_7c")
 
@@ -225,7 +227,7 @@ class NetworkPanel(Panel):
             if key == "AuxLogits":
                 key = "AuxLogits.conv0"
             item.setText(1, shape_text(taps[key]) if key in taps else "")
-        self.navigator.resizeColumnToContents(1)
+        self._fit_navigator()
         self.render()
 
     def select(self, module: str, branch: str | None = None) -> None:
@@ -241,6 +243,17 @@ class NetworkPanel(Panel):
             self.module, self.branch = module, branch
             self.module_changed.emit(module)
             self.render()
+
+    def _fit_navigator(self) -> None:
+        """Keep the navigator as wide as its names and shapes, never cutting a column."""
+        tree = self.navigator
+        widths = [max(tree.sizeHintForColumn(column), tree.header().sectionSizeHint(column))
+                  for column in range(tree.columnCount())]
+        for column, width in enumerate(widths[:-1]):
+            tree.setColumnWidth(column, width)
+        needed = sum(widths) + 2 * tree.frameWidth() + tree.verticalScrollBar().sizeHint().width()
+        # Past that, the names of an expanded module's branches scroll: the grids need the room.
+        tree.setMinimumWidth(min(needed, NAVIGATOR_MAX_WIDTH))
 
     def _all_items(self) -> list[QTreeWidgetItem]:
         pending = [self.navigator.topLevelItem(i)

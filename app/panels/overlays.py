@@ -18,9 +18,9 @@ class ChannelPanel(Panel):
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Channel", parent)
         row = QHBoxLayout()
-        self.map_view = ImageView("Click a channel in a grid", minimum=120)
+        self.map_view = ImageView("Click a channel in a grid", minimum=100)
         self.map_view.hovered.connect(self._hover)
-        self.overlay_view = ImageView("", minimum=120)
+        self.overlay_view = ImageView("", minimum=100)
         row.addWidget(self.map_view, 1)
         row.addWidget(self.overlay_view, 1)
         self.body.addLayout(row, 1)

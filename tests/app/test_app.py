@@ -719,6 +719,16 @@ def test_without_weights_the_window_says_so_and_shows_a_random_network(random_wi
     assert "Mixed_7c.branch3x3dbl" in random_window.analysis.taps
 
 
+def test_the_random_network_spreads_its_predictions_over_the_classes(random_window):
+    # Its BatchNorm statistics come from the photo shown: no class takes it all (measured 7.1%
+    # for the top one) and every module's activations stay at a trained network's scale.
+    analysis = random_window.analysis
+    assert analysis.top_k[0].probability < 0.3
+    assert "BatchNorm statistics" in random_window.banner.text()
+    for name in ("Mixed_5b", "Mixed_7c"):
+        assert 0.05 < float(analysis.taps[name].mean()) < 5
+
+
 def test_the_aux_head_shows_its_maps_and_its_own_top_5(random_window):
     panel = random_window.network_panel
     panel.select("AuxLogits")
