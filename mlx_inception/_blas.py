@@ -2,8 +2,8 @@
 
 MLX's Linux CPU wheel calls a bundled reference BLAS, far slower than an optimised one
 (docs/performance.md). Loading Intel MKL's ``libmkl_rt`` into the global symbol scope first makes
-MLX resolve its BLAS calls there. The ``mkl`` wheel is a dependency on x86_64 Linux; macOS uses Accelerate and nothing
-here runs.
+MLX resolve its BLAS calls there. The ``mkl`` wheel is a dependency on x86_64 Linux; macOS
+uses Accelerate and nothing here runs.
 
 ``MLX_INCEPTION_FAST_BLAS`` chooses: unset or ``1`` finds MKL in this Python's environment;
 ``0`` (or ``false``, ``no``, ``off``) keeps MLX's own BLAS; a path loads that library instead
