@@ -168,6 +168,11 @@ def write_layout(window, path: str) -> None:
     report["title"] = window.windowTitle()
     report["predictions"] = [bar.label for bar in window.predictions_panel.bars.bars()]
     if QGuiApplication.platformName() not in WINDOWLESS:
+        # Paint now and wait for the window system to have drawn it: a grab taken while repaints
+        # are still queued (a loaded machine) shows panels half drawn.
+        window.repaint()
+        QGuiApplication.processEvents()
+        QGuiApplication.sync()
         grab = Path(path).with_suffix(".screen.png")
         if window.screen().grabWindow(0).save(str(grab), "PNG"):
             report["screen_grab"] = str(grab)

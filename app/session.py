@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 import mlx_inception
-from mlx_inception import InceptionV3, Preprocessing
+from mlx_inception import InceptionV3, Preprocessing, kernels
 from mlx_inception.data.images import describe, load_image
 from mlx_inception.data.labels import load_labels
 from mlx_inception.data.transforms import center_crop, crop_box, normalize, resized_shape
@@ -249,7 +249,7 @@ class ModelSession:
         if source is None or str(source) == RANDOM_WEIGHTS:
             # A fixed seed: the same "random" network every time, so views can be compared.
             mx.random.seed(RANDOM_SEED)
-            model = InceptionV3(init_weights=True)
+            model = kernels.install(InceptionV3(init_weights=True))
             model.eval()
             mx.eval(model.parameters())
             description = (f"randomly initialised network (torchvision's init, seed {RANDOM_SEED}; "

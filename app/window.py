@@ -157,7 +157,7 @@ class MainWindow(QMainWindow):
 
     def is_settled(self) -> bool:
         """Return True when every request has come back and been drawn."""
-        return not self._contexts
+        return not self._contexts and not self.network_panel.render_pending()
 
     def load_weights(self, source: str) -> None:
         """Load weights from a registry name, repo id, folder, checkpoint or "random"."""

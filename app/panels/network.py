@@ -387,3 +387,7 @@ class NetworkPanel(Panel):
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._resize_timer.start()
+
+    def render_pending(self) -> bool:
+        """Return whether the grids wait to be drawn again at a new size."""
+        return self._resize_timer.isActive()

@@ -152,7 +152,9 @@ def repo_folder(cache_dir: Path, repo_id: str) -> Path:
 def ref_path(storage: Path, revision: str) -> Path | None:
     """Return where huggingface_hub keeps the ref of ``revision``; None for a bad name."""
     parts = revision.split("/")
-    if not revision or any(part in ("", ".", "..") for part in parts):
+    if not revision or "\\" in revision or not revision.isprintable() or any(
+        part in ("", ".", "..") for part in parts
+    ):
         return None
     return storage.joinpath("refs", *parts)
 

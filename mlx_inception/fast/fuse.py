@@ -132,15 +132,21 @@ class FusedPointwise(nn.Module):
             edges.append(edges[-1] + int(w.shape[0]))
         # Plain Python state, kept out of the parameter tree.
         object.__setattr__(self, "_edges", edges)
-        object.__setattr__(self, "_pending", None)
 
     def part(self, x: mx.array, index: int) -> tuple[mx.array, mx.array]:
         """Return convolution ``index``'s product with ``x`` (no bias) and its bias."""
-        pending = self._pending
-        if pending is None or pending[0] is not x:
-            pending = [x, _matmul_transposed(x, self.weight), len(self._edges) - 1]
-        pending[2] -= 1
-        object.__setattr__(self, "_pending", pending if pending[2] else None)
+        # The product is shared by the block's branches for one input and these weights; it is
+        # computed again for another input, other weights or a part taken twice, and let go
+        # once every part has been taken.
+        pending = self.__dict__.get("_pending")
+        key = (x, self.weight, self.bias)
+        if pending is None or any(a is not b for a, b in zip(pending[0], key, strict=True)) or (
+            index in pending[2]
+        ):
+            pending = (key, _matmul_transposed(x, self.weight), set())
+        pending[2].add(index)
+        done = len(pending[2]) == len(self._edges) - 1
+        object.__setattr__(self, "_pending", None if done else pending)
         start, stop = self._edges[index], self._edges[index + 1]
         return pending[1][..., start:stop], self.bias[start:stop]
 

@@ -80,20 +80,34 @@ def is_fast(model: nn.Module) -> bool:
     return isinstance(model, FastInceptionV3)
 
 
-def _copy_tree(value):
-    """Return ``value`` with every module, list, tuple and dict in it copied; arrays shared."""
+# State that belongs to one model object and must not follow it into a copy: the compiled
+# graphs close over the original, the pending product is one call's.
+_NOT_COPIED = ("_compiled_graphs", "_pending")
+
+
+def _copy_tree(value, memo: dict[int, nn.Module]):
+    """Return ``value`` with every module, list, tuple and dict in it copied; arrays shared.
+
+    A module reached twice (a fused block's ``pointwise``, also held by its branches) is copied
+    once, and the copies refer to each other as the originals did.
+    """
     if isinstance(value, nn.Module):
+        if id(value) in memo:
+            return memo[id(value)]
         copy = value.__class__.__new__(value.__class__)
-        copy.__dict__.update(value.__dict__)
+        memo[id(value)] = copy
+        for key, item in value.__dict__.items():
+            if key not in _NOT_COPIED:
+                copy.__dict__[key] = _copy_tree(item, memo) if isinstance(item, nn.Module) else item
         # Freezing edits this set in place; the copy gets its own.
         copy.__dict__["_no_grad"] = set(value.__dict__.get("_no_grad", ()))
         for key, item in dict.items(value):
-            dict.__setitem__(copy, key, _copy_tree(item))
+            dict.__setitem__(copy, key, _copy_tree(item, memo))
         return copy
     if isinstance(value, dict):
-        return {key: _copy_tree(item) for key, item in value.items()}
+        return {key: _copy_tree(item, memo) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_copy_tree(item) for item in value)
+        return type(value)(_copy_tree(item, memo) for item in value)
     return value  # arrays, numbers, configs: shared, never edited by the rewrite
 
 
@@ -103,7 +117,7 @@ def module_tree_copy(model: InceptionV3) -> InceptionV3:
     Rewriting the copy's modules (folding, fusion, ``eval()``) leaves ``model`` as it was;
     assigning new arrays to one does not change the other.
     """
-    return _copy_tree(model)
+    return _copy_tree(model, {})
 
 
 def fast_model(model: InceptionV3, copy: bool = True) -> InceptionV3:

@@ -41,9 +41,8 @@ def install(model: nn.Module) -> nn.Module:
     for _, module in model.named_modules():
         if type(module) is layers.BasicConv2d:
             module.__class__ = BasicConv2d
-            conv = module.conv
-            if type(conv) is nn.Conv2d:
-                conv.__class__ = ShiftedConv2d if pair(conv.stride) == (1, 1) else StridedConv2d
+        elif type(module) is nn.Conv2d:  # a BasicConv2d's, folded or not
+            module.__class__ = ShiftedConv2d if pair(module.stride) == (1, 1) else StridedConv2d
         elif type(module) is layers.MaxPool2d:
             module.__class__ = MaxPool2d
         elif type(module) is layers.AvgPool2d:

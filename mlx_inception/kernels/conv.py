@@ -98,14 +98,11 @@ def prefers_shifted(input_shape: tuple[int, ...], weight_shape: tuple[int, ...])
     return on_cpu() and waste(*input_shape[1:3], *weight_shape[1:3]) < MAX_WASTE
 
 
-def conv2d(x: mx.array, weight: mx.array, shifted: bool | None = None) -> mx.array:
+def conv2d(x: mx.array, weight: mx.array) -> mx.array:
     """Return ``mx.conv2d(x, weight)`` (stride 1, no padding): on the CPU as shifted matrix
     products in float32 (as MLX's CPU convolution computes half precision) where they waste
-    little (:data:`MAX_WASTE`), otherwise by MLX's own convolution. ``shifted`` overrides the
-    choice (a convolution computed in parts makes it once for the whole input)."""
-    if shifted is None:
-        shifted = prefers_shifted(x.shape, weight.shape)
-    if not shifted:
+    little (:data:`MAX_WASTE`), otherwise by MLX's own convolution."""
+    if not prefers_shifted(x.shape, weight.shape):
         return mx.conv2d(x, weight)
     return shifted_conv2d(x.astype(mx.float32), weight.astype(mx.float32)).astype(x.dtype)
 

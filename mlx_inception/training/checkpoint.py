@@ -42,6 +42,7 @@ from mlx.optimizers import Optimizer
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..atomic import make_staging_dir
+from ..checkpoints.local import follow_pointer
 from ..checkpoints.store import model_weights, read_config, save_weights, write_safetensors
 from ..errors import CheckpointError
 from ..model import InceptionV3, InceptionV3Config
@@ -268,15 +269,13 @@ def _follow(path: Path) -> Path | None:
     """Return the folder ``path`` is or names (via a symbolic link or a pointer file), or None."""
     if path.is_dir():
         return path.resolve()
-    if path.is_file() and not path.is_symlink() and path.stat().st_size < 4096:
-        try:
-            target = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        folder = path.parent / target
-        if target and folder.is_dir():
-            return folder.resolve()
-    return None
+    if path.is_symlink():
+        return None
+    try:
+        folder = follow_pointer(path)
+    except CheckpointError:  # it points nowhere: no checkpoint there
+        return None
+    return folder.resolve() if folder is not None else None
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dict[str, Any]]:

@@ -386,7 +386,7 @@ def test_the_layout_on_screen_is_the_offscreen_layout(on_screen, chelsea, tmp_pa
 
 @pytest.mark.parametrize("page", ["README.md", "docs/app.md"])
 def test_the_docs_list_every_package_the_platform_check_asks_for(page):
-    text = (Path(__file__).resolve().parent.parent / page).read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / page).read_text(encoding="utf-8")
     missing = [name for name in qt_platform.DEBIAN_PACKAGES if f" {name} " not in
                text.replace("\\\n", " ").replace("\n", " ")]
     assert not missing, f"{page} does not list {missing}"

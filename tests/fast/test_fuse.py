@@ -24,6 +24,7 @@ from mlx_inception.fast import (
     FastInceptionV3,
     fold_batchnorm,
     fuse_parallel_convolutions,
+    module_tree_copy,
     optimize_for_inference,
 )
 from mlx_inception.fast.fuse import FusedPointwise, PointwiseConv2d
@@ -262,3 +263,25 @@ def test_folding_the_bn_auxiliary_head_keeps_its_logits_and_leaves_no_batchnorm(
     assert "fc_bn" not in folded.AuxLogits and "bias" in folded.AuxLogits.fc
     _, taps = folded.forward_with_taps(photos[:2], replace={"Mixed_6e": expected["Mixed_6e"]})
     assert relative_error(taps["AuxLogits"], expected["AuxLogits"]) <= 1e-5
+
+
+def test_a_copy_of_a_fast_model_computes_with_its_own_weights(models):
+    _, fast = models
+    copy = module_tree_copy(fast)
+    images = mx.array(random_images((1, 75, 75, 3), seed=20))
+    before = np.array(fast(images))
+    copy.Mixed_5b.pointwise.weight = mx.zeros_like(copy.Mixed_5b.pointwise.weight)
+    assert np.abs(np.array(copy(images)) - before).max() > 0  # the copy sees its change
+    np.testing.assert_array_equal(np.array(fast(images)), before)  # the original does not
+
+
+def test_a_fused_block_never_reuses_a_product_of_other_weights():
+    # A branch called on its own leaves the block's shared product half taken; new weights (as
+    # set_dtype or update give) and the same input object must still give a fresh result.
+    _, fast = plain_and_fast(seed=21, aux_logits=False)
+    block = fast.Mixed_5b
+    x = mx.random.normal((1, 35, 35, 192), key=mx.random.key(22))
+    block.branch1x1(x)
+    block.pointwise.weight = block.pointwise.weight * 2
+    expected = module_tree_copy(block)(x)
+    np.testing.assert_array_equal(np.array(block(x)), np.array(expected))

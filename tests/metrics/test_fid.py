@@ -199,9 +199,8 @@ def test_features_stop_at_the_requested_layer_and_equal_its_tap(fid_model):
     for layer in ("maxpool1", "maxpool2", "Mixed_6e", "avgpool"):
         actual, expected = np.array(fid_model.features(x, layer)), np.array(taps[layer])
         assert actual.shape == expected.shape
-        # On the CPU the fast network's features run on two streams, the stem's convolutions
-        # in bands of rows; its taps run sequentially. The same operations, blocked otherwise
-        # by the BLAS: float32 rounding apart (measured up to 1.5e-6 of the largest value).
+        # The fast network's features are its plain call cut short (compiled on a GPU), its
+        # taps the eager pass: float32 rounding apart where compilation fuses operations.
         assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max()
     with pytest.raises(ValueError, match="unknown layer 'fc'"):
         fid_model.features(x, "fc")
