@@ -34,7 +34,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import TRAINING_TOLERANCE, assert_close, make_calibrated_model, real_photos
+from conftest import TRAINING_TOLERANCE, assert_close, real_photos
 from mlx.utils import tree_flatten
 from PIL import Image
 from test_gradcam import _torch_grad_cam
@@ -134,10 +134,11 @@ def test_eval_logits_match_torchvision_on_real_photos(plain, calibrated_model, p
 
 
 @pytest.fixture(scope="module")
-def training_mode(calibrated_weights_dir, photos_299):
+def training_mode(calibrated_model, calibrated_weights_dir, photos_299):
     """Training-mode forward and backward (aux head, batch 2, 299 px, dropout off) of the
     calibrated network: MLX with the kernels off, torchvision in float32 and in float64."""
-    reference = make_calibrated_model()
+    reference = copy.deepcopy(calibrated_model)  # training mode moves its statistics
+    reference.zero_grad(set_to_none=True)  # Grad-CAM tests leave gradients on the original
     reference.dropout.p = 0.0  # the frameworks' dropout draws differ
     for module in reference.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
