@@ -113,18 +113,22 @@ def test_the_gpu_switch_runs_the_tests_on_the_gpu_or_stops_in_one_line():
         assert "has no GPU backend" in line and '.[cuda]' in line
 
 
-def test_with_the_switch_off_every_layer_is_the_models_own_class(plain, monkeypatch):
-    assert_plain(plain)
+def test_with_the_switch_off_every_layer_is_the_models_own_class(monkeypatch):
+    # kernels.install is how load, the trainer and bench add the kernels (the slow tests below
+    # check their models too).
+    def installed():
+        return kernels.install(InceptionV3(InceptionV3Config(num_classes=10), init_weights=False))
+
+    assert_plain(installed())
     # The check sees the kernels when they are installed: the switch is what keeps them out.
     monkeypatch.setenv(kernels.ENVIRONMENT_VARIABLE, "1")
-    installed = kernels.install(InceptionV3(InceptionV3Config(num_classes=10),
-                                            init_weights=False))
     assert {"BasicConv2d", "ShiftedConv2d", "StridedConv2d", "MaxPool2d"} <= set(
-        kernel_classes(installed))
+        kernel_classes(installed()))
 
 
 @pytest.mark.slow
 def test_eval_logits_match_torchvision_on_real_photos(plain, calibrated_model, photos_299):
+    assert_plain(plain)
     with torch.no_grad():
         expected = calibrated_model(torch.from_numpy(photos_299.transpose(0, 3, 1, 2).copy()))
     logits = plain(mx.array(photos_299))
