@@ -7,11 +7,53 @@ import shutil
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# MLX computes float32 matrix products and convolutions at TF32 precision by default on CUDA and
+# on Apple GPUs with neural accelerators (M5 and newer), about 1e-3 relative: far outside the
+# torchvision parity tolerances below. Full float32, as MLX's own tests run; MLX reads this at
+# its first use, so before anything imports mlx.core (docs/testing.md).
+os.environ.setdefault("MLX_ENABLE_TF32", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import mlx_inception  # noqa: E402,F401  (loads the fast BLAS before anything imports mlx.core)
+
+# MLX_INCEPTION_TEST_DEVICE=gpu runs the suite on the default GPU (Metal or CUDA), =cpu on the
+# CPU; unset, on MLX's default device (the GPU on a Mac, the CPU with Linux's CPU wheel).
+TEST_DEVICE_VARIABLE = "MLX_INCEPTION_TEST_DEVICE"
+
+
+def pytest_configure(config):
+    import mlx.core as mx  # here, not above: only after mlx_inception (the BLAS preload)
+
+    wanted = os.environ.get(TEST_DEVICE_VARIABLE, "").strip().lower()
+    if wanted == "gpu":
+        if not mx.is_available(mx.gpu):
+            raise pytest.UsageError(
+                f"{TEST_DEVICE_VARIABLE}=gpu, but this MLX {mx.__version__} has no GPU backend "
+                "(Metal on a Mac; on Linux install the CUDA one: pip install -e \".[cuda]\", "
+                "see docs/performance.md#install-on-every-backend)"
+            )
+        mx.set_default_device(mx.gpu)
+    elif wanted == "cpu":
+        mx.set_default_device(mx.cpu)
+    elif wanted:
+        raise pytest.UsageError(f"{TEST_DEVICE_VARIABLE} must be gpu or cpu, not {wanted!r}")
+
+
+def runs_on_gpu() -> bool:
+    """Return whether the tests' arrays live on a GPU (set once, in pytest_configure)."""
+    import mlx.core as mx
+
+    return mx.default_device().type == mx.DeviceType.gpu
+
+
+# Tests of what only the CPU runs (the CPU kernels, the BLAS MLX's CPU backend calls) skip on a
+# GPU, where MLX's own GPU kernels compute those operations: such a file sets
+# ``pytestmark = pytest.mark.skipif(runs_on_gpu(), reason=CPU_ONLY)`` (evaluated at collection,
+# after pytest_configure chose the device).
+CPU_ONLY = (f"checks code only the CPU runs (the CPU kernels or its BLAS), and the tests run on "
+            f"the GPU ({TEST_DEVICE_VARIABLE} or MLX's default device)")
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +242,27 @@ def assert_close(actual, expected, name: str = "output",
     scale = float(np.max(np.abs(expected)))
     assert error <= tolerance * scale, f"{name}: max|diff| {error:.3g} vs scale {scale:.3g}"
     return error / scale
+
+
+def torch_grad_cam(reference_model, image: np.ndarray, class_index: int, modules):
+    """Grad-CAM from torchvision's own autograd, hooking the modules whose outputs form the map."""
+    import torch
+
+    outputs = []
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    handles = [module.register_forward_hook(keep) for module in modules]
+    try:
+        logits = reference_model(torch.from_numpy(image.transpose(0, 3, 1, 2).copy()))
+        logits[0, class_index].backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    activation = torch.cat([o for o in outputs], dim=1)[0].detach().numpy()
+    gradient = torch.cat([o.grad for o in outputs], dim=1)[0].numpy()
+    alphas = gradient.mean(axis=(1, 2))
+    cam = np.maximum(np.tensordot(alphas, activation, axes=1), 0)
+    return cam / cam.max(), alphas

@@ -14,8 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CPU_ONLY, runs_on_gpu
 
 from mlx_inception import _blas
+
+pytestmark = pytest.mark.skipif(runs_on_gpu(), reason=CPU_ONLY)
 
 linux_x86_64 = pytest.mark.skipif(
     not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")),

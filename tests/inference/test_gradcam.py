@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import real_photos, torch_grad_cam
 
 import mlx_inception
 from mlx_inception import InceptionV3
@@ -55,30 +55,6 @@ def test_a_class_with_no_positive_evidence_gets_an_all_zero_map(model, photos_10
     assert np.all(result.heatmap == 0.0)
 
 
-def _torch_grad_cam(reference_model, image: np.ndarray, class_index: int, modules):
-    """Grad-CAM from torchvision's own autograd, hooking the modules whose outputs form the map."""
-    import torch
-
-    outputs = []
-
-    def keep(_module, _inputs, output):
-        output.retain_grad()
-        outputs.append(output)
-
-    handles = [module.register_forward_hook(keep) for module in modules]
-    try:
-        logits = reference_model(torch.from_numpy(image.transpose(0, 3, 1, 2).copy()))
-        logits[0, class_index].backward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    activation = torch.cat([o for o in outputs], dim=1)[0].detach().numpy()
-    gradient = torch.cat([o.grad for o in outputs], dim=1)[0].numpy()
-    alphas = gradient.mean(axis=(1, 2))
-    cam = np.maximum(np.tensordot(alphas, activation, axes=1), 0)
-    return cam / cam.max(), alphas
-
-
 @pytest.mark.parametrize(
     ("layer", "torch_modules"),
     [
@@ -94,7 +70,7 @@ def test_grad_cam_matches_torchvision_autograd(
 ):
     converted = mlx_inception.load(calibrated_weights_dir)
     class_index = 281
-    expected, alphas = _torch_grad_cam(
+    expected, alphas = torch_grad_cam(
         calibrated_model,
         photos_107[:1],
         class_index,

@@ -13,11 +13,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from conftest import CPU_ONLY, runs_on_gpu
 
 from mlx_inception import kernels
 from mlx_inception.kernels import conv
 from mlx_inception.kernels.batchnorm import batch_norm_relu
 from mlx_inception.model.layers import BasicConv2d
+
+pytestmark = pytest.mark.skipif(runs_on_gpu(), reason=CPU_ONLY)
 
 torch = pytest.importorskip("torch")
 

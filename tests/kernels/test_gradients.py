@@ -13,11 +13,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from conftest import CPU_ONLY, runs_on_gpu
 from mlx.utils import tree_flatten
 
 from mlx_inception import kernels
 from mlx_inception.kernels import conv, strided
 from mlx_inception.model import AvgPool2d, BasicConv2d, InceptionV3, MaxPool2d
+
+pytestmark = pytest.mark.skipif(runs_on_gpu(), reason=CPU_ONLY)
 
 TOLERANCE = 1e-5
 
