@@ -19,6 +19,7 @@ from mlx.utils import tree_flatten
 
 from ..atomic import explain_write_error, make_staging_dir
 from ..errors import CheckpointError
+from ..jsonfile import read_json
 from ..model import InceptionV3, InceptionV3Config
 
 WEIGHTS_FILE = "model.safetensors"
@@ -175,12 +176,19 @@ def read_config(directory: str | os.PathLike) -> InceptionV3Config:
     """Return the config saved in a weights directory."""
     path = Path(directory) / CONFIG_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return InceptionV3Config.from_dict(data)
+        data = read_json(path, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a converted weights directory") from None
+    return config_from_data(data, str(path))
+
+
+def config_from_data(data: object, where: str) -> InceptionV3Config:
+    """Return the config parsed JSON ``data`` describes, or raise one CheckpointError line
+    naming ``where`` and the first field that is wrong (type, range or size)."""
+    try:
+        return InceptionV3Config.from_dict(data)
     except (ValueError, TypeError) as error:
-        raise CheckpointError(f"{path} is not a valid config: {error}") from None
+        raise CheckpointError(f"{where} is not a valid config: {error}") from None
 
 
 def load_weights(directory: str | os.PathLike) -> tuple[dict[str, mx.array], InceptionV3Config]:

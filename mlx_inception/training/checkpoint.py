@@ -44,6 +44,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from ..atomic import make_staging_dir
 from ..checkpoints.store import model_weights, read_config, save_weights, write_safetensors
 from ..errors import CheckpointError
+from ..jsonfile import read_json
 from ..model import InceptionV3, InceptionV3Config
 from .history import EpochTotals
 from .recipe import ConfigError, TrainConfig, absolute_paths
@@ -290,7 +291,7 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dic
     damaged = f"{folder}: damaged checkpoint"
     what_now = "restore the folder from a copy or start a new run"
     try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = read_json(state_path, CheckpointError, f"{folder}: {TRAINER_STATE}")
         arrays = mx.load(str(arrays_path))
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{damaged} ({error}); {what_now}") from None
