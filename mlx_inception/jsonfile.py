@@ -32,8 +32,8 @@ def json_depth(value: Any) -> int:
 def parse_json(text: str | bytes, what: str, error_type: type[InceptionError]) -> Any:
     """Return parsed ``text``; raise ``error_type`` naming ``what`` when it is not bounded JSON."""
     if len(text) > MAX_JSON_BYTES:
-        raise error_type(f"{what} is {len(text):,} bytes, over {MAX_JSON_BYTES:,}: not this "
-                         "project's JSON")
+        raise error_type(f"{what}: {len(text):,} bytes, over the {MAX_JSON_BYTES:,} this "
+                         "project's JSON files may have")
     try:
         data = json.loads(text)
     except RecursionError:
@@ -41,12 +41,12 @@ def parse_json(text: str | bytes, what: str, error_type: type[InceptionError]) -
         depth = MAX_JSON_DEPTH + 1
     except (ValueError, TypeError) as error:  # includes UnicodeDecodeError
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise error_type(f"{what} is not valid JSON ({reason[:120]})") from None
+        raise error_type(f"{what}: not valid JSON ({reason[:120]})") from None
     else:
         depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
-        raise error_type(f"{what} nests more than {MAX_JSON_DEPTH} levels deep: not this "
-                         "project's JSON")
+        raise error_type(f"{what}: nested more than {MAX_JSON_DEPTH} levels deep, which "
+                         "this project's JSON files never are")
     return data
 
 
@@ -66,5 +66,5 @@ def read_json(
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(2, "No such file", str(path)) from None
     except OSError as error:
-        raise error_type(f"cannot read {what} ({error.strerror or error})") from None
+        raise error_type(f"{what}: cannot read it ({error.strerror or error})") from None
     return parse_json(data, what, error_type)

@@ -176,7 +176,7 @@ def read_config(directory: str | os.PathLike) -> InceptionV3Config:
     """Return the config saved in a weights directory."""
     path = Path(directory) / CONFIG_FILE
     try:
-        data = read_json(path, CheckpointError)
+        data = read_json(path, CheckpointError, f"{path} is not a valid config")
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a converted weights directory") from None
     return config_from_data(data, str(path))
