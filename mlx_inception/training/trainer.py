@@ -461,7 +461,8 @@ class Trainer:
         config, network, arrays, state = checkpoints.resume_point(run_dir, overrides)
         trainer = cls(config, _resume_from=network, **options)
         checkpoints.restore_arrays(arrays, trainer.model, trainer.optimizer, trainer.ema)
-        trainer.progress = progress = checkpoints.progress_from_state(state)
+        trainer.progress = progress = checkpoints.progress_from_state(
+            state, trainer.steps_per_epoch)
         if state.get("data_fingerprint") != trainer.fingerprint:
             trainer._say("note: the training images changed since the checkpoint: the rest of "
                          "the run will not repeat the original order exactly")
