@@ -587,3 +587,83 @@ if __name__ == "__main__":  # pragma: no cover
 
     warnings.simplefilter("ignore")
     _tally()
+
+
+# --------------------------------------------------------------------------------------------
+# The edges: names, links, seeds, output encodings, offline advice
+
+
+def test_the_thin_png_of_a_hundred_bytes_is_refused_before_it_grows(tmp_path):
+    path = tmp_path / "thin.png"
+    Image.new("L", (1, 6000)).save(path, optimize=True)
+    assert path.stat().st_size < 200
+    result, message = outcome(lambda: preprocess(load_image(path)), (ImageError,))
+    assert result == "error" and "too elongated" in message
+
+
+def test_impossible_names_are_one_line():
+    import mlx_inception
+
+    for name in ("a" * 5000, "ok\x00", "dir/" + "a" * 300):
+        result, message = outcome(lambda name=name: mlx_inception.load(name), (CheckpointError,))
+        assert result == "error" and len(message) < 800
+    result, message = outcome(lambda: load_image("ok\x00.jpg"), (ImageError,))
+    assert result == "error" and "NUL" in message
+
+
+def test_a_link_to_the_data_root_inside_a_class_files_nothing_under_it(tmp_path):
+    from mlx_inception.data.folder import ImageFolder
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / f"{name}.png")
+    (tmp_path / "cat" / "everything").symlink_to(tmp_path)
+    (tmp_path / "cat" / "borrowed.png").symlink_to(tmp_path / "dog" / "dog.png")
+    outside = tmp_path.parent / f"{tmp_path.name}-pool"
+    outside.mkdir()
+    Image.new("RGB", (8, 8)).save(outside / "pooled.png")
+    (tmp_path / "cat" / "pool").symlink_to(outside)  # outside the data set: followed
+    folder = ImageFolder(tmp_path)
+    assert [(p.name, label) for p, label in folder.samples] == [
+        ("cat.png", 0), ("pooled.png", 0), ("dog.png", 1)]
+    assert len(folder.skipped) == 2 and all("skipped" in line for line in folder.skipped)
+
+
+def test_a_seed_beyond_64_bits_is_one_line(tmp_path, capsys):
+    from mlx_inception.cli import main
+
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                 "--seed", str(2**64)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seed must be from 0 to 2**64 - 1" in err
+
+
+def test_offline_with_nothing_cached_says_what_works_offline():
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from mlx_inception.checkpoints.hub_client import hub_error
+
+    message = str(hub_error(OfflineModeIsEnabled(), repo_id="a/b", endpoint="https://x"))
+    assert "local checkpoint file" in message and "mlx-inception convert" in message
+    assert "set HF_HUB_OFFLINE=1" not in message
+
+
+@pytest.mark.slow
+def test_predict_reports_a_name_that_is_not_utf8_under_a_strict_stdout(tmp_path):
+    from mlx_inception.checkpoints.store import save_model
+    from mlx_inception.model import InceptionV3, Preprocessing
+
+    small = Preprocessing(resize_size=86, crop_size=75)
+    save_model(InceptionV3(InceptionV3Config(num_classes=3, labels=None, aux_logits=False,
+                                             preprocessing=small)), tmp_path / "weights")
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in (b"bad\xff.png", b"ok.png"):
+        Image.new("RGB", (80, 80)).save(os.path.join(os.fsencode(images), name))
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_inception", "predict", str(images), "--weights",
+         str(tmp_path / "weights"), "--top-k", "1"],
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"bad\\udcff.png" in result.stdout and b"ok.png" in result.stdout
