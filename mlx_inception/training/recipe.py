@@ -394,8 +394,10 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"--batch-size must be at least 2 (BatchNorm), got {config.batch_size}")
     if config.reference_batch < 1:
         raise ConfigError(f"--reference-batch must be at least 1, got {config.reference_batch}")
-    if not 0 <= config.seed < 2**64:  # MLX's random keys are 64 bits
-        raise ConfigError(f"--seed must be from 0 to 2**64 - 1, got {config.seed:.6g}")
+    if config.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
+    if config.seed >= 2**64:  # MLX's random keys are 64 bits
+        raise ConfigError(f"--seed must be below 2**64, got {config.seed:.6g}")
     # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
     positive, non_negative = (0, False, math.inf, False), (0, True, math.inf, False)
     ranges = [  # flag, value, (low, low included, high, high included)
