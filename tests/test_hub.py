@@ -960,3 +960,19 @@ def test_cli_download_of_a_local_path_says_download_takes_a_name(
         assert cli.main(["download", str(source), "--quiet"]) == 1
         assert capsys.readouterr().err == message
     assert len(server.requests) == before
+
+
+def test_a_repo_in_this_format_with_a_damaged_config_is_refused_before_its_weights_download(
+    server, upstream, hf_cache
+):
+    from mlx_inception.model import InceptionV3Config
+
+    config = InceptionV3Config().to_dict()
+    config["num_classes"] = -3
+    server.add_repo("tester/damaged-config", {"config.json": json.dumps(config).encode(),
+                                              "model.safetensors": upstream["safetensors"]})
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/damaged-config")
+    message = single_line_hub_error(excinfo)
+    assert "damaged mlx-inception config.json" in message and "num_classes" in message
+    assert not [path for path in blob_files(hf_cache) if path.stat().st_size > 10_000]
