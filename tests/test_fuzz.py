@@ -68,7 +68,11 @@ def outcome(call, errors=(InceptionError,)):
         result = ("error", message)
     assert time.monotonic() - start < CASE_SECONDS, "a case ran past its time"
     assert peak_memory() - _BASELINE_PEAK < MEMORY_GROWTH, "memory grew with what a file claims"
+    OUTCOMES.append(result[0])
     return result
+
+
+OUTCOMES: list[str] = []  # what each case ended in, for the tally below
 
 
 def files_in(folder: Path) -> set[str]:
@@ -537,49 +541,36 @@ def test_a_convert_killed_at_any_moment_leaves_a_loadable_folder_and_no_debris(
 
 
 def _tally() -> None:  # pragma: no cover - a report, not a test
+    """Run every generated case of the tests above and print how many end in each outcome."""
     import tempfile
     from collections import Counter
 
-    import torch
-
-    from mlx_inception.training.recipe import ConfigError
-
     counts: Counter = Counter()
-    def image(number: int, folder: Path):
-        (folder / "i.png").write_bytes(hostile_image(number))
-        return preprocess(load_image(folder / "i.png"))
-
-    def config(number: int, folder: Path):
-        (folder / "config.json").write_text(hostile_config(number))
-        return store.read_config(folder)
-
-    def checkpoint(number: int, folder: Path):
-        torch.save(hostile_state(number, torch)[0], folder / "m.pth")
-        return convert.read_state_dict(folder / "m.pth")
-
-    def run(number: int, folder: Path):
-        make_run(number, folder)
-        return resume(folder)
-
-    def statistics(number: int, folder: Path):
-        hostile_statistics(number, folder / "s.npz")
-        return FeatureStatistics.load(folder / "s.npz")
-
-    groups = {"images": (240, image), "configs": (150, config), "checkpoints": (120, checkpoint),
-              "run states": (120, run), "statistics": (100, statistics)}
-    for name, (count, case) in groups.items():
+    tests = {
+        "images": (240, test_a_hostile_image_decodes_or_fails_in_one_line),
+        "configs": (150, test_a_hostile_config_is_read_or_refused_in_one_line),
+        "timm configs": (80, lambda n, d: test_a_hostile_timm_config_gives_bounded_preprocessing_or_one_line(n)),  # noqa: E501
+        "pickles": (120, test_a_hostile_checkpoint_is_read_or_refused_in_one_line),
+        "safetensors": (60, test_a_hostile_safetensors_file_is_read_or_refused_in_one_line),
+        "run states": (120, test_a_tampered_run_state_resumes_or_is_refused_in_one_line),
+        "statistics": (100, test_hostile_statistics_give_a_distance_or_one_line),
+    }
+    for name, (count, test) in tests.items():
         for number in range(count):
             with tempfile.TemporaryDirectory() as folder:
+                OUTCOMES.clear()
                 try:
-                    case(number, Path(folder))
-                    counts[(name, "right result")] += 1
-                except (InceptionError, ConfigError) as error:
-                    lines = "one-line error" if "\n" not in str(error) else "multi-line error"
-                    counts[(name, lines)] += 1
+                    test(number, Path(folder))
+                except AssertionError:
+                    counts[(name, "failed its checks")] += 1
+                    continue
                 except Exception as error:
                     counts[(name, f"traceback ({type(error).__name__})")] += 1
+                    continue
+                first = OUTCOMES[0] if OUTCOMES else "?"
+                counts[(name, "one-line error" if first == "error" else "right result")] += 1
     for (name, result), count in sorted(counts.items()):
-        print(f"{name:12} {result:30} {count}")
+        print(f"| {name} | {result} | {count} |")
 
 
 if __name__ == "__main__":  # pragma: no cover
