@@ -318,6 +318,15 @@ def test_a_hostile_safetensors_file_is_read_or_refused_in_one_line(number, tmp_p
     assert files_in(tmp_path) == {"model.safetensors"}
 
 
+@pytest.mark.parametrize("header", [b"[" * 10**5 + b"]" * 10**5,
+                                    b'{"a":' * 10**5 + b"1" + b"}" * 10**5, b"{" * 10**6])
+def test_a_deeply_nested_safetensors_header_is_one_line(header, tmp_path):
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    result, _ = outcome(lambda: convert.read_state_dict(path), (CheckpointError,))
+    assert result == "error"
+
+
 # --------------------------------------------------------------------------------------------
 # A training run's state (what --resume reads)
 

@@ -64,7 +64,7 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
             if length > 100 * 2**20:  # far larger than any real header: not safetensors
                 return {}
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError):
+    except (OSError, struct.error, ValueError, RecursionError):  # deep nesting: not ours
         return {}
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return metadata if isinstance(metadata, dict) else {}
