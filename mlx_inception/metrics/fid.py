@@ -150,7 +150,7 @@ def _check_covariance(sigma: np.ndarray) -> None:
 
 # The largest feature size any FID network has (pool3: 2048), with room to spare: a file whose
 # sigma claims more would make numpy allocate what the header says before reading a byte.
-MAX_DIMS = 8192
+MAX_DIMS = 4096
 
 
 def _check_sizes(archive: zipfile.ZipFile) -> None:
