@@ -282,6 +282,19 @@ def test_without_an_atomic_swap_config_json_is_replaced_last_and_never_removed(
     mlx_inception.load(out)  # the same network: new weights with the old config still load
 
 
+def test_converting_through_a_link_replaces_the_folder_it_names_and_keeps_the_link(
+    reference_checkpoints, tmp_path
+):
+    real = tmp_path / "real"
+    convert_checkpoint(reference_checkpoints["pth"], real)
+    (tmp_path / "link").symlink_to(real)
+    out, _ = convert_checkpoint(reference_checkpoints["safetensors"], tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and out == real
+    assert json.loads((real / "config.json").read_text())["source"]["file"].endswith(
+        ".safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_staging_folders_of_a_killed_convert_are_removed_by_the_next(
     reference_checkpoints, tmp_path
 ):

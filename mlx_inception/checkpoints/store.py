@@ -179,6 +179,8 @@ def save_weights(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"cannot write {out_dir}: it is a file, not a folder")
+    if out_dir.is_symlink():  # the folder it names is replaced, the link stays as it is
+        out_dir = Path(os.path.realpath(out_dir))
     prefix = f".{out_dir.name}-"
     remove_stale_staging(out_dir.parent, prefix, marker=WEIGHTS_FILE)
     try:
