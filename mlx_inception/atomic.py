@@ -7,8 +7,14 @@ and staging folders that get the usual permissions once renamed into place.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import re
+import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +95,8 @@ def make_staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
     parent = Path(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        # The process id in the name tells remove_stale_staging whose folder it is.
+        folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
     except OSError as error:
         raise type(error)(error.errno, error.strerror, str(parent)) from None
     try:
@@ -98,6 +105,87 @@ def make_staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
         folder.rmdir()
         raise
     return folder
+
+
+# When this process started, near enough: staging folders last changed before it are not its own.
+_PROCESS_START = time.time()
+
+
+def remove_stale_staging(
+    parent: str | os.PathLike, prefix: str, marker: str | None = None
+) -> list[Path]:
+    """Delete the staging folders a killed writer left in ``parent``; return them.
+
+    Only folders named as ``make_staging_dir(parent, prefix)`` names them (``prefix``, an
+    optional process id, then mkdtemp's 8 characters) count, and only those last changed before
+    this process started whose process (when named) is no longer running on this machine: a
+    writer still at work keeps its folder. A name without a process id (from versions before
+    ids were added) counts only when the folder is empty or holds ``marker``. Links and other
+    names are never touched.
+    """
+    pattern = re.compile(re.escape(prefix) + r"(?:(\d+)-)?[a-z0-9_]{8}")
+    removed = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            if entry.stat().st_mtime >= _PROCESS_START:
+                continue
+        except OSError:
+            continue
+        if match.group(1) is not None and _process_is_running(int(match.group(1))):
+            continue
+        if match.group(1) is None and marker is not None and not (
+            (entry / marker).exists() or not any(entry.iterdir())
+        ):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    if pid == os.getpid():  # an earlier process that had this id: ours are never this old
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # another user's live process (or an absurd number: not running)
+    return True
+
+
+def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step; return False where that is unsupported.
+
+    ``renameat2(RENAME_EXCHANGE)`` on Linux, ``renamex_np(RENAME_SWAP)`` on macOS. False (nothing
+    changed) on other systems and file systems without it; the caller falls back then.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    first, second = os.fsencode(first), os.fsencode(second)
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        result = libc.renamex_np(first, second, ctypes.c_uint(0x2))  # RENAME_SWAP
+    elif sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_cwd = -100
+        result = libc.renameat2(at_cwd, first, at_cwd, second, ctypes.c_uint(2))  # EXCHANGE
+    else:
+        return False
+    return result == 0
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

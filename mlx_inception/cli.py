@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 
@@ -51,10 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _never_fail_on_names() -> None:
+    """Let stdout and stderr show any text: a file name that is not valid UTF-8 (kept by
+    Python as lone surrogates) would otherwise stop a command half-way under a strict UTF-8
+    stdout (``PYTHONIOENCODING=utf-8:strict``), its later results unreported. Such characters
+    are written as backslash escapes instead."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 on success, 1 on any failure, 130 on Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _never_fail_on_names()
     try:
         return int(args.func(args) or 0)
     except InceptionError as error:

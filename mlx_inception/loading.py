@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
     ``last``), a registry name or a Hugging Face Hub repo id (downloaded into huggingface_hub's
     cache: its snapshot folder for a repo in this project's format, else its weight file).
     """
+    _refuse_impossible_name(source)
     local = resolve_local(source)
     if local is not None:
         return local
@@ -33,6 +35,22 @@ def resolve(source: str | os.PathLike, **hub_options) -> Path:
     if cached is not None:
         return cached
     return hub.resolve(str(source), **hub_options)
+
+
+def _refuse_impossible_name(source: str | os.PathLike) -> None:
+    """Raise CheckpointError when ``source`` can name no file, weights name or repo id."""
+    shown = repr(str(source)[:80]) + ("..." if len(str(source)) > 80 else "")
+    try:
+        os.lstat(os.path.expanduser(str(source)))
+    except ValueError:
+        raise CheckpointError(f"{shown} holds a NUL byte: not a file, weights name or Hub "
+                              "repo id") from None
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise CheckpointError(
+                f"{shown} ({len(str(source)):,} characters) is too long for a file name, and "
+                "no weights name or Hub repo id is that long"
+            ) from None
 
 
 def _refuse_missing_local_path(source: str | os.PathLike, hub_options: dict) -> Path | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +46,47 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _from_torch(tensor) -> mx.array:
+# What a weight may be stored as: floating point of 16 to 64 bits. BatchNorm's step counter
+# (num_batches_tracked, dropped on conversion) is the one integer a checkpoint may hold.
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+COUNTER_SUFFIX = "num_batches_tracked"
+
+
+def _dtype_name(dtype: object) -> str:
+    return str(dtype).removeprefix("torch.").removeprefix("mlx.core.")
+
+
+def check_tensor_kind(key: object, dtype: object, path: object) -> None:
+    """Raise CheckpointError (one line, naming ``key`` and ``dtype``) unless ``key`` is a string
+    and ``dtype`` a float of 16 to 64 bits (an integer for ``num_batches_tracked`` only)."""
+    if not isinstance(key, str):
+        raise CheckpointError(f"{path}: key {key!r:.80} is not a string (a {type(key).__name__}): "
+                              "not a state_dict")
+    name = _dtype_name(dtype)
+    if name in WEIGHT_DTYPES:
+        return
+    if key.endswith(COUNTER_SUFFIX) and name in ("int64", "int32", "uint8", "int8", "int16"):
+        return
+    raise CheckpointError(
+        f"{path}: {key:.200} has dtype {name}; weights must be float16, bfloat16, float32 or "
+        "float64 (quantized, complex, boolean and integer weights are not Inception-v3's)"
+    )
+
+
+def _from_torch(key: str, tensor, path: Path) -> mx.array:
+    """Return a plain CPU tensor as an MLX array (float64 as float32); refuse anything else."""
     import torch
 
+    check_tensor_kind(key, tensor.dtype, path)
+    if tensor.is_quantized or tensor.layout != torch.strided or tensor.is_meta:
+        kind = ("quantized" if tensor.is_quantized else "meta" if tensor.is_meta
+                else str(tensor.layout).removeprefix("torch."))
+        raise CheckpointError(f"{path}: {key:.200} is a {kind} tensor, not a plain one with its "
+                              "values: not a weights checkpoint")
     if tensor.dtype == torch.bfloat16:
         return mx.array(tensor.float().numpy()).astype(mx.bfloat16)
+    if tensor.dtype == torch.float64:
+        tensor = tensor.float()
     return mx.array(tensor.detach().cpu().numpy())
 
 
@@ -94,6 +131,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
             state = mx.load(str(path))
         except Exception as error:
             raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+        for key, value in state.items():
+            check_tensor_kind(key, value.dtype, path)
     elif suffix in PICKLE_SUFFIXES:
         try:
             import torch
@@ -108,7 +147,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
                 "writes nor a pickle (a web page or text saved under that name?)"
             )
         try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on deprecated storage types
+                warnings.simplefilter("ignore", UserWarning)
+                raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as error:
             raise CheckpointError(
                 f"{path} is not a readable PyTorch checkpoint ({_describe_error(error)})"
@@ -119,8 +160,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, mx.array]:
         state = {}
         for key, value in raw.items():
             if not isinstance(value, torch.Tensor):
-                raise CheckpointError(f"{path}: entry {key!r} is not a tensor")
-            state[key] = _from_torch(value)
+                raise CheckpointError(f"{path}: entry {key!r:.80} is not a tensor")
+            state[key] = _from_torch(key, value, path)
     else:
         raise CheckpointError(
             f"{path}: unsupported checkpoint type {suffix or '(none)'}; "
@@ -165,6 +206,8 @@ def check_weights(weights: Mapping[str, mx.array], config: InceptionV3Config) ->
         for key, shape in expected.items()
         if key in weights and tuple(weights[key].shape) != tuple(shape)
     ]
+    for key in sorted(set(expected) & set(weights)):
+        check_tensor_kind(key, weights[key].dtype, "checkpoint")
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} ({_summarise(missing)})")
@@ -204,12 +247,20 @@ def convert_state_dict(
     aux_logits = any(key.startswith("AuxLogits.") for key in state)
     if not aux_logits:
         notes.append("checkpoint has no AuxLogits: the model is built without the aux head")
-    base = config or InceptionV3Config()
-    config = InceptionV3Config.from_dict(
-        {**base.to_dict(), "num_classes": num_classes, "aux_logits": aux_logits}
-    )
-    if num_classes != 1000 and config.labels == "imagenet-1k":
-        config.labels = None
+    base = (config or InceptionV3Config()).to_dict()
+    labels = base["labels"]
+    if (labels == "imagenet-1k" and num_classes != 1000) or (
+        isinstance(labels, list) and len(labels) != num_classes
+    ):
+        if isinstance(labels, list):
+            notes.append(f"dropped the {len(labels)} labels given for {num_classes} classes")
+        labels = None
+    try:
+        config = InceptionV3Config.from_dict(
+            {**base, "num_classes": num_classes, "aux_logits": aux_logits, "labels": labels}
+        )
+    except ValueError as error:  # a head of 0 or a million classes
+        raise CheckpointError(f"checkpoint's fc.weight does not fit a config: {error}") from None
     weights = {}
     for key, value in state.items():
         if key.endswith("conv.weight") and value.ndim == 4:

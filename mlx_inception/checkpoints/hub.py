@@ -36,6 +36,7 @@ from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
 
 from ..atomic import write_text_atomically
 from ..errors import CheckpointError, HubError
+from ..model import InceptionV3Config
 from . import convert, registry, store
 from .hub_client import (
     HubSettings,
@@ -52,7 +53,7 @@ from .local import (
     blob_of,
     cached_in_hub,
     choose_weights_file,
-    is_project_config,
+    claims_project_format,
     read_json,
     read_ref,
     ref_path,
@@ -298,7 +299,17 @@ def _fetch(target: Target, download: _Download, allow_pickle: bool) -> Path:
     files = download.files
     if target.filename is None and "config.json" in files:
         # Kept beside the weights: an unregistered timm repo's preprocessing comes from it.
-        if is_project_config(read_json(download.fetch("config.json"))):
+        data = read_json(download.fetch("config.json"))
+        if claims_project_format(data):
+            # Checked before the weights are downloaded: a repo whose config is damaged
+            # (num_classes -3, a string for a number) is refused, not cached and reported.
+            try:
+                InceptionV3Config.from_dict(data)
+            except (ValueError, TypeError) as error:
+                raise HubError(
+                    f"{target.repo_id} has a damaged mlx-inception config.json ({error}); "
+                    "nothing else was downloaded"
+                ) from None
             if store.WEIGHTS_FILE not in files:
                 raise HubError(
                     f"{target.repo_id} has an mlx-inception config.json but no "

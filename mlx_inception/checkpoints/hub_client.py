@@ -125,6 +125,13 @@ class Unreachable(HubError):
         self.cause = cause
 
 
+# What works with no network and nothing cached (said wherever the Hub cannot help).
+_OFFLINE_ALTERNATIVES = (
+    "pass a local checkpoint file (.pth, .safetensors) or a weights folder that "
+    "`mlx-inception convert` made"
+)
+
+
 def hub_error(
     error: BaseException,
     *,
@@ -161,7 +168,8 @@ def hub_error(
     if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
         return HubError(
             f"{where} is not in the local cache and the Hub is offline (HF_HUB_OFFLINE=1): "
-            f"unset HF_HUB_OFFLINE and run `mlx-inception download {repo_id}` once"
+            f"{_OFFLINE_ALTERNATIVES}; or, with the network, unset HF_HUB_OFFLINE and run "
+            f"`mlx-inception download {repo_id}` once"
         )
     if isinstance(error, EntryNotFoundError):
         return HubError(f"{where} has no file {filename}: check the repo's files on the Hub")
@@ -184,8 +192,9 @@ def hub_error(
         detail = getattr(error, "server_message", None) or str(error)
         return HubError(f"the Hub answered HTTP {status} for {where}: {one_line(detail)}")
     if isinstance(error, _transport_errors()):
-        # Cached weights can stand in for a download, never for an upload.
-        fallback = "" if writing else ", or set HF_HUB_OFFLINE=1 to use cached weights"
+        # The cache was tried before this error is raised for a download: what works without
+        # the network is a local file, never HF_HUB_OFFLINE (which leads back to the cache).
+        fallback = "" if writing else f"; without it, {_OFFLINE_ALTERNATIVES}"
         return HubError(
             f"cannot reach {endpoint} ({type(error).__name__}: {one_line(error, 80)}): check the "
             f"network or HF_ENDPOINT{fallback}"

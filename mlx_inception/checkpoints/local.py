@@ -13,13 +13,13 @@ the same config as the registry name or repo id would.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, HubError
+from ..jsonfile import read_json as read_json_file
 from ..model import InceptionV3Config
 from . import convert, registry, store
 
@@ -98,19 +98,24 @@ def follow_pointer(path: Path) -> Path | None:
 def read_json(path: Path) -> Any:
     """Return the parsed JSON file at ``path``, or None when it cannot be read or parsed."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_file(path, CheckpointError)
+    except (OSError, CheckpointError):
         return None
 
 
-def is_project_config(data: Any) -> bool:
-    """Return True if ``data`` (a parsed config.json) is this project's config, not timm's."""
+def claims_project_format(data: Any) -> bool:
+    """Return True if ``data`` (a parsed config.json) has this project's fields, valid or not."""
     # store.save_weights writes every field; timm's config has neither of these two.
-    if not isinstance(data, dict) or not {"aux_logits", "preprocessing"} <= set(data):
+    return isinstance(data, dict) and {"aux_logits", "preprocessing"} <= set(data)
+
+
+def is_project_config(data: Any) -> bool:
+    """Return True if ``data`` (a parsed config.json) is a valid config of this project's."""
+    if not claims_project_format(data):
         return False
     try:
         InceptionV3Config.from_dict(data)
-    except Exception:  # any malformed field (a number for a dict, ...) means: not ours
+    except (ValueError, TypeError):  # any malformed field (a number for a dict, ...)
         return False
     return True
 
@@ -250,6 +255,7 @@ __all__ = [
     "choose_weights_file",
     "follow_pointer",
     "hub_file_config",
+    "claims_project_format",
     "is_project_config",
     "read_json",
     "read_ref",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..model import InceptionV3Config, Preprocessing
 
 REGISTRY_FILE = Path(__file__).with_name("registry.json")
@@ -144,7 +145,18 @@ def names() -> list[str]:
 
 
 def config_from_timm(data: Any) -> InceptionV3Config:
-    """Return the config that timm's ``config.json`` (its ``pretrained_cfg``) describes."""
+    """Return the config that timm's ``config.json`` (its ``pretrained_cfg``) describes.
+
+    Raises one CheckpointError line when a field is of the wrong type or out of range (an
+    ``input_size`` of 100000 is refused here, before any image is resized to it).
+    """
+    try:
+        return _config_from_timm(data)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise CheckpointError(f"timm's config.json is not usable: {error}") from None
+
+
+def _config_from_timm(data: Any) -> InceptionV3Config:
     config = InceptionV3Config()
     cfg = data.get("pretrained_cfg", {}) if isinstance(data, dict) else {}
     if not isinstance(cfg, dict):
@@ -152,17 +164,17 @@ def config_from_timm(data: Any) -> InceptionV3Config:
     crop = config.preprocessing.crop_size
     input_size = cfg.get("input_size")
     if isinstance(input_size, list | tuple) and len(input_size) == 3:
-        crop = int(input_size[-1])
+        crop = input_size[-1]
     resize = config.preprocessing.resize_size
     crop_pct = cfg.get("crop_pct")
-    if isinstance(crop_pct, int | float) and 0 < crop_pct <= 1:
+    if isinstance(crop_pct, int | float) and 0 < crop_pct <= 1 and isinstance(crop, int):
         resize = int(crop / crop_pct)  # timm's eval transform: floor(size / crop_pct)
     config.preprocessing = Preprocessing(
         resize_size=resize,
         crop_size=crop,
-        interpolation=str(cfg.get("interpolation", config.preprocessing.interpolation)),
-        mean=tuple(cfg.get("mean", config.preprocessing.mean)),
-        std=tuple(cfg.get("std", config.preprocessing.std)),
+        interpolation=cfg.get("interpolation", config.preprocessing.interpolation),
+        mean=cfg.get("mean", config.preprocessing.mean),
+        std=cfg.get("std", config.preprocessing.std),
     )
     label_names = data.get("label_names")
     if isinstance(label_names, list) and all(isinstance(name, str) for name in label_names):

@@ -7,8 +7,9 @@ import json
 import sys
 
 from ..checkpoints.convert import convert_checkpoint, default_config_for
+from ..checkpoints.store import read_config
 from ..data.transforms import timm_preprocessing
-from ..model import IMAGENET_MEAN, IMAGENET_STD, InceptionV3Config, Preprocessing
+from ..model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from . import HelpFormatter
 
 # Named preprocessing of the weight sets that exist (see checkpoints/registry.json).
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         config.transform_input = args.transform_input
     config.preprocessing = PRESETS[args.preprocessing]()
     out, notes = convert_checkpoint(args.src, args.out_dir, dtype=args.dtype, config=config)
-    saved = InceptionV3Config.from_dict(json.loads((out / "config.json").read_text()))
+    saved = read_config(out)
     if args.json:
         print(json.dumps({"out_dir": str(out), "notes": notes, "config": saved.to_dict()}))
     else:

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     config = predictor.model.config
     mapping, how = class_mapping(classes, config.num_classes, predictor.labels)
     folder = ImageFolder(args.data, class_to_index=mapping, min_classes=1)
+    for problem in folder.skipped:
+        print(f"warning: {problem}", file=sys.stderr)
     progress = ProgressBar(len(folder), "evaluate", enabled=not args.quiet, rate_unit="img")
     result = evaluate(predictor, folder, mapping=how, on_progress=progress)
     progress.close()

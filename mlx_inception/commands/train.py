@@ -144,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.distributed import init_group
+    from ..training.distributed import init_group, peer_failures
     from ..training.recipe import ConfigError, load_config_file, resolve
     from ..training.trainer import Trainer
 
@@ -158,16 +158,18 @@ def run(args: argparse.Namespace) -> int:
         lambda message: print(message, file=sys.stderr)
     )
     options = {"group": group, "show_progress": not args.quiet, "log": log}
-    if args.resume:
-        if args.config:
-            raise ConfigError("--config cannot change a resumed run; drop it or start a new run")
-        trainer = Trainer.resume(args.resume, overrides, **options)
-    else:
-        settings = load_config_file(args.config) if args.config else {}
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-        config, notes = resolve(settings, world_size=group.size())
-        trainer = Trainer(config, notes=notes, **options)
-    summary = trainer.fit()
+    with peer_failures():
+        if args.resume:
+            if args.config:
+                raise ConfigError(
+                    "--config cannot change a resumed run; drop it or start a new run")
+            trainer = Trainer.resume(args.resume, overrides, **options)
+        else:
+            settings = load_config_file(args.config) if args.config else {}
+            settings.update({k: v for k, v in overrides.items() if v is not None})
+            config, notes = resolve(settings, world_size=group.size())
+            trainer = Trainer(config, notes=notes, **options)
+        summary = trainer.fit()
     # A run stopped by Ctrl-C (after saving) exits like an interrupted command.
     status = 130 if summary["stopped"] == "interrupted" else 0
     if group.rank() != 0:

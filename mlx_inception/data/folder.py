@@ -9,26 +9,69 @@ from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, is_image_file
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def link_problem(link: Path, class_folder: str, root: str) -> str | None:
+    """Return why the symbolic link ``link`` in a class folder must not be followed, or None.
+
+    ``class_folder`` and ``root`` are real paths. A link may lead anywhere outside the data set
+    (data sets are often assembled from links into a pool of images), or within its own class
+    folder; a link into another class's folder, or to the data root or a folder above it,
+    would file other classes' images under this class, and is skipped.
+    """
+    target = os.path.realpath(link)
+    if _inside(target, class_folder):
+        return None
+    if _inside(root, target):
+        return f"{link}: a link to {target}, which holds the whole data set; skipped"
+    if _inside(target, root):
+        return f"{link}: a link into another class's folder ({target}); skipped"
+    return None
+
+
 def find_images(
-    folder: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    folder: str | os.PathLike,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    *,
+    root: str | os.PathLike | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """Return the image files below ``folder`` (recursive, symlinks followed), sorted by path.
 
     Files are chosen by name ending (case-insensitive); hidden files and folders (``.DS_Store``,
-    macOS ``._name.jpg`` resource forks, ``.git``) are skipped.
+    macOS ``._name.jpg`` resource forks, ``.git``) are skipped. With ``root`` (the data set
+    ``folder`` is a class of), links that would file other classes' images under this one are
+    not followed (``link_problem``); why goes in ``skipped``.
     """
     extensions = tuple(e.lower() for e in extensions)
     found: list[Path] = []
     seen: set[str] = set()
+    class_real = os.path.realpath(folder)
+    root_real = None if root is None else os.path.realpath(root)
+
+    def refused(path: Path) -> bool:
+        if root_real is None or not path.is_symlink():
+            return False
+        problem = link_problem(path, class_real, root_real)
+        if problem is not None and skipped is not None:
+            skipped.append(problem)
+        return problem is not None
+
     for directory, subdirectories, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen:  # a symlink loop: visit each real folder once
             subdirectories[:] = []
             continue
         seen.add(real)
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        subdirectories[:] = sorted(
+            d for d in subdirectories
+            if not d.startswith(".") and not refused(Path(directory) / d)
+        )
         for name in files:
-            if not name.startswith(".") and name.lower().endswith(extensions):
+            if (not name.startswith(".") and name.lower().endswith(extensions)
+                    and not refused(Path(directory) / name)):
                 found.append(Path(directory) / name)
     return sorted(found)
 
@@ -64,7 +107,9 @@ class ImageFolder:
     example ImageNet synset ids to the network's outputs); every class folder must be in it.
     At least ``min_classes`` class folders are required (2 by default: a classifier needs two
     classes; evaluation on one class passes 1). Raises ``DataError`` with one line naming the
-    problem.
+    problem. Symbolic links that would file other classes' images under a class (a link to the
+    data root, or into another class's folder) are skipped; ``skipped`` says which, one line
+    each, for the caller to show as warnings.
     """
 
     def __init__(
@@ -94,8 +139,10 @@ class ImageFolder:
                 )
         self.class_to_index = dict(class_to_index)
         self.samples: list[tuple[Path, int]] = []
+        self.skipped: list[str] = []
         for name in self.classes:
-            images = find_images(self.root / name, extensions)
+            images = find_images(self.root / name, extensions, root=self.root,
+                                 skipped=self.skipped)
             if not images:
                 raise DataError(
                     f"{self.root / name}: class folder '{name}' has no image files "

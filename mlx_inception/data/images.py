@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -97,14 +98,19 @@ def load_image(
         return _decode(io.BytesIO(bytes(source)), describe(source), max_pixels)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.path.expanduser(os.fspath(source)))
-        if path.is_dir():
-            raise ImageError(f"{path}: is a folder, not an image file")
         try:
-            size = path.stat().st_size
+            status = path.stat()
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None
-        except OSError as error:
-            raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
+        except OSError as error:  # a name too long, a loop of links, no permission
+            reason = error.strerror or error
+            raise ImageError(f"{str(path)[:200]}: cannot read ({reason})") from None
+        except ValueError:  # a NUL byte, which no file name can hold
+            raise ImageError(f"{str(path)[:200]!r}: not a file name (it holds a NUL byte)") \
+                from None
+        if stat.S_ISDIR(status.st_mode):
+            raise ImageError(f"{path}: is a folder, not an image file")
+        size = status.st_size
         if size == 0:
             raise ImageError(f"{path}: empty file (0 bytes), not an image")
         try:
@@ -116,6 +122,19 @@ def load_image(
         f"cannot read an image from a {type(source).__name__}; pass a path, bytes, a PIL image "
         "or a numpy array"
     )
+
+
+@contextmanager
+def naming(source: object) -> Iterator[None]:
+    """Put ``source``'s name in front of an ``ImageError`` raised inside, unless it is there
+    (preprocessing errors know the image, not the file it came from)."""
+    try:
+        yield
+    except ImageError as error:
+        name = describe(source)
+        if str(error).startswith(name):
+            raise
+        raise ImageError(f"{name}: {error}") from None
 
 
 @contextmanager

@@ -15,8 +15,9 @@ import math
 import numpy as np
 from PIL import Image
 
-from ..errors import InceptionError
+from ..errors import ImageError, InceptionError
 from ..model import Preprocessing
+from .images import DEFAULT_MAX_PIXELS
 
 # The interpolation names a config may use and Pillow's filters for them (torchvision's and
 # timm's names; both map them to these same Pillow filters for PIL input).
@@ -52,10 +53,21 @@ def resized_shape(width: int, height: int, shorter: int) -> tuple[int, int]:
 
 
 def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
-    """Return ``image`` resized so its shorter side is ``size`` (Pillow's antialiased resize)."""
+    """Return ``image`` resized so its shorter side is ``size`` (Pillow's antialiased resize).
+
+    The resized image is bounded like a decoded one (``DEFAULT_MAX_PIXELS``): a long thin image
+    (a 108-byte PNG of 1x6000 pixels) would otherwise grow to 342x2,052,000 pixels, 2.1 GB,
+    before the centre crop keeps 299x299 of it. Such an image raises ``ImageError`` instead.
+    """
     target = resized_shape(image.width, image.height, size)
     if target == image.size:
         return image
+    if target[0] * target[1] > DEFAULT_MAX_PIXELS:
+        raise ImageError(
+            f"{image.width}x{image.height} pixels is too elongated: its shorter side resized to "
+            f"{size} makes {target[0]}x{target[1]}, over the limit of {DEFAULT_MAX_PIXELS:,} "
+            "pixels; crop it to a less elongated shape"
+        )
     return image.resize(target, resample_filter(interpolation))
 
 

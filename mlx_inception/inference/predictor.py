@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
-from ..data.images import DEFAULT_MAX_PIXELS, describe, load_image
+from ..data.images import DEFAULT_MAX_PIXELS, describe, load_image, naming
 from ..data.labels import load_labels
 from ..errors import InceptionError
 from ..fast import fast_model
@@ -175,7 +175,8 @@ class Predictor:
 
     def prepare(self, source: ImageInput) -> np.ndarray:
         """Return the network input for one image: (crops, H, W, 3) float32. Raises ImageError."""
-        return multi_crop(load_image(source, self.max_pixels), self.preprocessing, self.crops)
+        with naming(source):
+            return multi_crop(load_image(source, self.max_pixels), self.preprocessing, self.crops)
 
     def _prepared(self, sources: Iterable[ImageInput]) -> Iterator[tuple[str, np.ndarray | str]]:
         """Yield (name, input array or error message), decoding ahead on worker threads."""

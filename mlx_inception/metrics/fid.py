@@ -46,6 +46,9 @@ class FeatureStatistics:
 
     def __post_init__(self) -> None:
         mu, sigma = np.asarray(self.mu), np.asarray(self.sigma)
+        for name, array in (("mu", mu), ("sigma", sigma)):
+            if array.dtype.kind not in "biuf":
+                raise DataError(f"statistics' {name} holds {array.dtype} values, not numbers")
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise DataError(
                 f"statistics need mu of shape (d,) and sigma (d, d), got {mu.shape} and "
@@ -55,6 +58,8 @@ class FeatureStatistics:
             raise DataError("statistics hold NaN or infinite values")
         object.__setattr__(self, "mu", mu.astype(np.float64))
         object.__setattr__(self, "sigma", sigma.astype(np.float64))
+        if self.factor is None:  # a factor F makes sigma = F F^T: symmetric and PSD by itself
+            _check_covariance(self.sigma)
 
     @property
     def dims(self) -> int:
@@ -104,6 +109,7 @@ class FeatureStatistics:
                         f"{path} has no {' or '.join(missing)}: not FID statistics (expected "
                         "the mu and sigma arrays that --save-stats writes)"
                     )
+                _check_sizes(data.zip)
                 return cls(mu=data["mu"], sigma=data["sigma"])
         except DataError as error:
             if str(path) in str(error):
@@ -116,6 +122,55 @@ class FeatureStatistics:
             raise DataError(
                 f"{path} is not a readable .npz file ({reason or type(error).__name__})"
             ) from None
+
+
+# How far a covariance read from a file may stray from symmetric positive semi-definite, relative
+# to its largest entry: float32 statistics (pytorch-fid computes in float64, others may not)
+# round at about 1e-7; a damaged or made-up matrix is off by far more.
+COVARIANCE_TOLERANCE = 1e-5
+
+
+def _check_covariance(sigma: np.ndarray) -> None:
+    """Raise DataError unless ``sigma`` is symmetric positive semi-definite (within tolerance)."""
+    scale = float(np.max(np.abs(sigma), initial=0.0))
+    tolerance = COVARIANCE_TOLERANCE * max(scale, np.finfo(np.float64).tiny)
+    if np.any(np.abs(sigma - sigma.T) > tolerance):
+        raise DataError("statistics' sigma is not symmetric: not a covariance matrix")
+    if np.any(np.diag(sigma) < -tolerance):
+        raise DataError("statistics' sigma has negative variances: not a covariance matrix")
+    try:
+        np.linalg.cholesky(sigma + np.eye(sigma.shape[0]) * tolerance)
+    except np.linalg.LinAlgError:
+        smallest = float(np.linalg.eigvalsh((sigma + sigma.T) / 2)[0])
+        raise DataError(
+            f"statistics' sigma has a negative eigenvalue ({smallest:.3g}): not positive "
+            "semi-definite, so not a covariance matrix"
+        ) from None
+
+
+# The largest feature size any FID network has (pool3: 2048), with room to spare: a file whose
+# sigma claims more would make numpy allocate what the header says before reading a byte.
+MAX_DIMS = 4096
+
+
+def _check_sizes(archive: zipfile.ZipFile) -> None:
+    """Raise DataError when ``mu`` or ``sigma`` in the .npz claims a shape beyond MAX_DIMS."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    for name, expected in (("mu", "(d,)"), ("sigma", "(d, d)")):
+        member_name = f"{name}.npy" if f"{name}.npy" in archive.namelist() else name
+        with archive.open(member_name) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in readers:
+                raise DataError(f"statistics' {name} is in .npy format {version}, not 1.0 or 2.0")
+            shape, _, _ = readers[version](member)
+        if len(shape) != len(expected.split(",")) - (name == "mu") or any(
+            size > MAX_DIMS for size in shape
+        ):
+            raise DataError(
+                f"statistics' {name} has shape {shape}: expected {expected} with d at most "
+                f"{MAX_DIMS}"
+            )
 
 
 def _positive_semidefinite_factor(matrix: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -16,6 +18,46 @@ Taps = dict[str, mx.array]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# Bounds on what a config may claim, checked before anything is built from it: a side of
+# 2048 already makes a 2048x2048 input (about 40 GB of float32 activations in training); a
+# head of 100,000 classes is a 0.8 GB fc layer (ImageNet-21k has 21,843).
+MAX_IMAGE_SIDE = 2048
+MAX_CLASSES = 100_000
+MAX_LABEL_LENGTH = 1000
+# The interpolations data.transforms knows (torchvision's and timm's names for Pillow's filters).
+INTERPOLATION_NAMES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _three_floats(name: str, value: Any) -> tuple[float, float, float]:
+    if not isinstance(value, str | bytes | dict) and hasattr(value, "__len__"):
+        value = tuple(value)  # a list from JSON, a tuple or a numpy array
+    _require(
+        isinstance(value, tuple) and len(value) == 3 and all(map(_is_number, value)),
+        f"preprocessing {name} must be 3 numbers (one per RGB channel), not {_short(value)}",
+    )
+    numbers = tuple(float(v) for v in value)
+    _require(all(math.isfinite(v) for v in numbers), f"preprocessing {name} must be finite")
+    return numbers
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -33,8 +75,24 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
+        """Check every field's type and range (ValueError, one line)."""
+        for name in ("resize_size", "crop_size"):
+            value = getattr(self, name)
+            _require(
+                _is_int(value) and 1 <= value <= MAX_IMAGE_SIDE,
+                f"preprocessing {name} must be a whole number of pixels from 1 to "
+                f"{MAX_IMAGE_SIDE}, not {_short(value)}",
+            )
+            setattr(self, name, int(value))
+        _require(
+            isinstance(self.interpolation, str)
+            and self.interpolation.lower() in INTERPOLATION_NAMES,
+            f"unknown preprocessing interpolation {_short(self.interpolation)}: choose one of "
+            f"{', '.join(INTERPOLATION_NAMES)}",
+        )
+        self.mean = _three_floats("mean", self.mean)
+        self.std = _three_floats("std", self.std)
+        _require(all(v > 0 for v in self.std), "preprocessing std must be positive")
 
 
 # Section 9, Table 2: for each input size, the stride of the first layer (Conv2d_1a_3x3) and
@@ -76,13 +134,60 @@ class InceptionV3Config:
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stem = str(self.stem)  # stem=151 reads as naturally as stem="151"
-        if self.stem not in STEM_VARIANTS:
-            raise ValueError(
-                f"unknown stem {self.stem!r}: choose one of {', '.join(STEM_VARIANTS)}"
-            )
-        if self.mixed_7c_pool not in ("avg", "max"):
-            raise ValueError(f"unknown mixed_7c_pool {self.mixed_7c_pool!r}: choose avg or max")
+        """Check every field's type and range (ValueError, one line): configs come from files."""
+        _require(
+            _is_int(self.num_classes) and 1 <= self.num_classes <= MAX_CLASSES,
+            f"num_classes must be a whole number from 1 to {MAX_CLASSES:,}, not "
+            f"{_short(self.num_classes)}",
+        )
+        self.num_classes = int(self.num_classes)
+        for name in ("aux_logits", "transform_input", "pool_count_include_pad", "bn_aux"):
+            _require(isinstance(getattr(self, name), bool),
+                     f"{name} must be true or false, not {_short(getattr(self, name))}")
+        _require(
+            _is_number(self.dropout) and 0 <= self.dropout < 1,
+            f"dropout must be a number from 0 up to (not including) 1, not {_short(self.dropout)}",
+        )
+        self.dropout = float(self.dropout)
+        # stem=151 reads as naturally as stem="151"
+        if _is_int(self.stem):
+            self.stem = str(self.stem)
+        _require(
+            isinstance(self.stem, str) and self.stem in STEM_VARIANTS,
+            f"unknown stem {_short(self.stem)}: choose one of {', '.join(STEM_VARIANTS)}",
+        )
+        _require(self.mixed_7c_pool in ("avg", "max"),
+                 f"unknown mixed_7c_pool {_short(self.mixed_7c_pool)}: choose avg or max")
+        _require(isinstance(self.preprocessing, Preprocessing),
+                 f"preprocessing must be an object of sizes, not {_short(self.preprocessing)}")
+        smallest = minimum_input_size(self)
+        _require(
+            self.preprocessing.crop_size >= smallest,
+            f"preprocessing crop_size {self.preprocessing.crop_size} is smaller than this "
+            f"network's smallest input ({smallest} pixels for stem {self.stem!r})",
+        )
+        self._check_labels()
+        _require(isinstance(self.source, dict),
+                 f"source must be an object, not {_short(self.source)}")
+
+    def _check_labels(self) -> None:
+        labels = self.labels
+        if labels is None or isinstance(labels, str):
+            _require(labels is None or 0 < len(labels) <= MAX_LABEL_LENGTH,
+                     f"labels must name a label set, not {_short(labels)}")
+            return
+        _require(isinstance(labels, list | tuple),
+                 f"labels must be null, a label set's name or a list of names, not "
+                 f"{_short(labels)}")
+        _require(
+            len(labels) == self.num_classes,
+            f"labels lists {len(labels)} names for {self.num_classes} classes",
+        )
+        _require(
+            all(isinstance(name, str) and len(name) <= MAX_LABEL_LENGTH for name in labels),
+            f"labels must be strings of at most {MAX_LABEL_LENGTH} characters",
+        )
+        self.labels = list(labels)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,14 +197,21 @@ class InceptionV3Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InceptionV3Config:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        """Return the config ``data`` (parsed JSON) describes; ValueError, one line, if none."""
+        _require(isinstance(data, dict), f"a config must be an object, not {_short(data)}")
+        _check_names("config", data, cls)
         values = dict(data)
         if isinstance(values.get("preprocessing"), dict):
+            _check_names("preprocessing", values["preprocessing"], Preprocessing)
             values["preprocessing"] = Preprocessing(**values["preprocessing"])
         return cls(**values)
+
+
+def _check_names(what: str, data: dict[str, Any], kind: type) -> None:
+    """Raise ValueError naming the keys of ``data`` that are not fields of ``kind``."""
+    known = {f.name for f in fields(kind)}
+    unknown = ", ".join(sorted(map(str, set(data) - known)))
+    _require(not unknown, f"unknown {what} fields: {unknown[:200]}")
 
 
 # The modules of the network in the order data flows through them (torchvision's names).

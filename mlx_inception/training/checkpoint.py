@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -43,8 +44,14 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..atomic import make_staging_dir
 from ..checkpoints.local import follow_pointer
-from ..checkpoints.store import model_weights, read_config, save_weights, write_safetensors
+from ..checkpoints.store import (
+    model_weights,
+    read_config,
+    write_safetensors,
+    write_weights_files,
+)
 from ..errors import CheckpointError
+from ..jsonfile import read_json
 from ..model import InceptionV3, InceptionV3Config
 from .history import EpochTotals
 from .recipe import ConfigError, TrainConfig, absolute_paths
@@ -96,9 +103,41 @@ def restore_arrays(
         model.load_weights(list(part("model/").items()), strict=True)
     except ValueError as error:
         raise CheckpointError(f"the checkpoint does not fit the network ({error})") from None
-    optimizer.state = tree_unflatten(list(part("optimizer/").items()))
+    # The optimizer (already initialised for this network) and the moving average must get
+    # exactly their own slots back: a slot of shape (1,) would broadcast in silence.
+    saved_optimizer, saved_average = part("optimizer/"), part("ema/")
+    _check_same_arrays("optimizer", saved_optimizer, dict(tree_flatten(optimizer.state)))
+    if average:
+        _check_same_arrays("moving average", saved_average, average)
+    optimizer.state = tree_unflatten(list(saved_optimizer.items()))
     average.clear()
-    average.update(part("ema/"))
+    average.update(saved_average)
+
+
+def _check_same_arrays(
+    what: str, saved: Mapping[str, mx.array], expected: Mapping[str, mx.array]
+) -> None:
+    """Raise CheckpointError unless ``saved`` has ``expected``'s keys, shapes and float kind."""
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        names = ", ".join((missing or unexpected)[:3])
+        raise CheckpointError(
+            f"the checkpoint's {what} state does not fit the network ("
+            f"{'missing' if missing else 'unexpected'} {names}); {_WHAT_NOW}"
+        )
+    for key, value in expected.items():
+        got = saved[key]
+        if tuple(got.shape) != tuple(value.shape) or (
+            mx.issubdtype(value.dtype, mx.floating) != mx.issubdtype(got.dtype, mx.floating)
+        ):
+            raise CheckpointError(
+                f"the checkpoint's {what} slot {key} is {got.dtype} {tuple(got.shape)}, not "
+                f"{value.dtype} {tuple(value.shape)}; {_WHAT_NOW}"
+            )
+
+
+_WHAT_NOW = "restore the folder from a copy or start a new run"
 
 
 def trainer_state(
@@ -122,13 +161,20 @@ def trainer_state(
     }
 
 
-def progress_from_state(state: dict[str, Any]) -> Progress:
-    """Return the ``Progress`` a ``trainer_state.json`` records."""
-    try:
-        totals = EpochTotals(**state["totals"])
-    except TypeError as error:
-        raise CheckpointError(f"the checkpoint's running totals are damaged ({error}); "
-                              "restore it from a copy or start a new run") from None
+def progress_from_state(state: dict[str, Any], steps_per_epoch: int | None = None) -> Progress:
+    """Return the ``Progress`` a ``trainer_state.json`` records (checked by ``load_checkpoint``);
+    with ``steps_per_epoch``, one whose position lies within an epoch of that many steps."""
+    totals = state["totals"]
+    fields_of_totals = set(EpochTotals.__dataclass_fields__)
+    if not (isinstance(totals, dict) and set(totals) <= fields_of_totals
+            and all(_is_count(v) or _is_finite(v) for v in totals.values())):
+        raise CheckpointError(f"the checkpoint's running totals are damaged; {_WHAT_NOW}")
+    totals = EpochTotals(**totals)
+    if steps_per_epoch is not None and state["step_in_epoch"] > steps_per_epoch:
+        raise CheckpointError(
+            f"the checkpoint stands at step {state['step_in_epoch']} of an epoch of "
+            f"{steps_per_epoch} steps: damaged, or the training images changed; {_WHAT_NOW}"
+        )
     return Progress(
         epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], step=state["step"],
         best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"], totals=totals,
@@ -204,7 +250,7 @@ def save_checkpoint(
         state_file = temporary / TRAINING_STATE
         write_safetensors(state_file, arrays)
         text = json.dumps({"format_version": FORMAT_VERSION, **state}, indent=2) + "\n"
-        save_weights(temporary, weights, config, extra_files={TRAINER_STATE: text})
+        write_weights_files(temporary, weights, config, extra_files={TRAINER_STATE: text})
         os.replace(temporary, folder)
         _fsync_dir(parent)
     except BaseException:
@@ -243,8 +289,11 @@ def point(run_dir: Path, link: str, folder: Path) -> None:
 
 
 # What save_checkpoint names its folders (step-00001234, step-00001234.1) and their temporary
-# folders (.step-00001234-<random>): the only entries prune may delete.
-_CHECKPOINT_NAME = re.compile(r"step-\d{8}(\.\d+)?|\.step-\d{8}(\.\d+)?-\w+")
+# folders (.step-00001234-<pid>-<random>; ..step-00001234-<random>-<random> from versions that
+# staged the weights inside them): the only entries prune may delete.
+_CHECKPOINT_NAME = re.compile(
+    r"step-\d{8}(\.\d+)?|\.{1,2}step-\d{8}(\.\d+)?-[\w-]+"
+)
 
 
 def prune(run_dir: Path, also_keep: Path | None = None) -> None:
@@ -289,7 +338,7 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dic
     damaged = f"{folder}: damaged checkpoint"
     what_now = "restore the folder from a copy or start a new run"
     try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = read_json(state_path, CheckpointError, f"{folder}: {TRAINER_STATE}")
         arrays = mx.load(str(arrays_path))
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{damaged} ({error}); {what_now}") from None
@@ -305,7 +354,44 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, mx.array], dic
         raise CheckpointError(
             f"{damaged} ({TRAINER_STATE} lacks {', '.join(missing)}); {what_now}"
         )
+    problem = _state_problem(state)
+    if problem:
+        raise CheckpointError(f"{damaged} ({TRAINER_STATE}: {problem}); {what_now}")
     return arrays, state
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_finite(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """Return what is wrong with a ``trainer_state.json``'s values (types and ranges), or None."""
+    for key in ("epoch", "step_in_epoch", "step"):
+        if not _is_count(state[key]):
+            return f"{key} is {state[key]!r:.40}, not a whole number >= 0"
+    if state["step_in_epoch"] > state["step"]:
+        return f"step_in_epoch {state['step_in_epoch']} is past step {state['step']}"
+    best, best_epoch = state["best_val_top1"], state["best_epoch"]
+    if best is not None and not (_is_finite(best) and 0 <= best <= 1):
+        return f"best_val_top1 is {best!r:.40}, not a fraction"
+    if best_epoch is not None and not (_is_count(best_epoch) and best_epoch <= state["epoch"]):
+        return f"best_epoch is {best_epoch!r:.40}, not a finished epoch"
+    if not isinstance(state["config"], dict):
+        return "config is not an object of settings"
+    if "seed" in state and state["seed"] is not None and not isinstance(state["seed"], int):
+        return f"seed is {state['seed']!r:.40}, not a whole number"
+    metrics = state.get("metrics")
+    if metrics is not None and not (
+        isinstance(metrics, list)
+        and all(isinstance(m, dict) and _is_count(m.get("epoch")) for m in metrics)
+    ):
+        return "metrics is not a list of epoch records (each with its epoch)"
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..atomic import write_text_atomically
 from ..errors import CheckpointError
+from ..jsonfile import parse_json
 from ..progress import format_duration
 from .curves import draw_curves
 
@@ -152,8 +153,8 @@ def read_metrics(
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_json(line, f"{path} line {number}", CheckpointError)
+        except CheckpointError:
             record = None
         if isinstance(record, dict) and "epoch" in record:
             records.append(record)

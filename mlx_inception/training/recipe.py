@@ -34,6 +34,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..errors import InceptionError
+from ..jsonfile import read_json
 from ..model import InceptionV3Config
 from ..model.inception_v3 import STEM_VARIANTS, minimum_input_size
 
@@ -271,11 +272,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Return the settings in a JSON config file (any TrainConfig fields)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: not a readable JSON config ({error})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a JSON object of settings")
     TrainConfig.from_dict({k: v for k, v in data.items()})  # reject unknown names early
@@ -397,6 +396,8 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"--reference-batch must be at least 1, got {config.reference_batch}")
     if config.seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
+    if config.seed >= 2**64:  # MLX's random keys are 64 bits
+        raise ConfigError(f"--seed must be below 2**64, got {config.seed:.6g}")
     # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
     positive, non_negative = (0, False, math.inf, False), (0, True, math.inf, False)
     ranges = [  # flag, value, (low, low included, high, high included)

@@ -37,7 +37,7 @@ from ..atomic import write_text_atomically
 from ..checkpoints.store import model_weights
 from ..data.augment import training_input
 from ..data.folder import ImageFolder
-from ..data.images import load_image
+from ..data.images import load_image, naming
 from ..data.loader import BatchLoader, split_samples
 from ..data.transforms import preprocess
 from ..errors import DataError, ImageError
@@ -163,13 +163,17 @@ class Trainer:
         self.classes = list(folder.classes)
         self.train_samples = list(folder.samples)
         self.val_samples: list = []
+        skipped = folder.skipped
         if config.val:
             validation = ImageFolder(config.val, folder.class_to_index, min_classes=1)
             self.val_samples = list(validation.samples)
+            skipped = skipped + validation.skipped
         elif config.val_split > 0:
             self.train_samples, self.val_samples = split_samples(
                 self.train_samples, config.val_split, config.seed, root=config.data
             )
+        for problem in skipped:
+            self._warn(problem)
 
         # The model is built after the classes are known: the loaders ask for its
         # preprocessing only when they decode.
@@ -181,7 +185,8 @@ class Trainer:
             )
 
         def evaluation_sample(path: Path, label: int, seed: tuple[int, ...]) -> np.ndarray:
-            return preprocess(load_image(path), self.model.config.preprocessing)
+            with naming(path):
+                return preprocess(load_image(path), self.model.config.preprocessing)
 
         per_process = config.batch_size // self.world_size
         self.micro_batch = per_process // config.micro_batches
@@ -461,7 +466,8 @@ class Trainer:
         config, network, arrays, state = checkpoints.resume_point(run_dir, overrides)
         trainer = cls(config, _resume_from=network, **options)
         checkpoints.restore_arrays(arrays, trainer.model, trainer.optimizer, trainer.ema)
-        trainer.progress = progress = checkpoints.progress_from_state(state)
+        trainer.progress = progress = checkpoints.progress_from_state(
+            state, trainer.steps_per_epoch)
         if state.get("data_fingerprint") != trainer.fingerprint:
             trainer._say("note: the training images changed since the checkpoint: the rest of "
                          "the run will not repeat the original order exactly")

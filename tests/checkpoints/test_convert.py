@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 
 import mlx.core as mx
@@ -241,25 +242,78 @@ def test_converting_again_into_the_same_directory_replaces_the_model_and_keeps_o
     assert mx.load(str(out / "model.safetensors"))["fc.weight"].dtype == mx.float16
 
 
-def test_a_crash_while_replacing_never_pairs_new_weights_with_the_old_config(
+def test_a_crash_while_replacing_leaves_the_old_copy_whole_and_no_debris(
     reference_checkpoints, tmp_path, monkeypatch
 ):
     out = tmp_path / "crash"
     convert_checkpoint(reference_checkpoints["pth"], out)
-    real_replace = store.os.replace
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def crash_on_weights(src, dst):
-        if str(dst).endswith("model.safetensors"):
-            raise OSError("power cut")
-        return real_replace(src, dst)
+    def power_cut(first, second):
+        raise OSError("power cut")
 
-    monkeypatch.setattr(store.os, "replace", crash_on_weights)
+    monkeypatch.setattr(store, "exchange_paths", power_cut)
     with pytest.raises(OSError, match="power cut"):
         convert_checkpoint(reference_checkpoints["safetensors"], out)
     monkeypatch.undo()
-    with pytest.raises(CheckpointError, match="is not a weights directory"):
-        mlx_inception.load(out)
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    mlx_inception.load(out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_without_an_atomic_swap_config_json_is_replaced_last_and_never_removed(
+    reference_checkpoints, tmp_path, monkeypatch
+):
+    out = tmp_path / "fallback"
+    convert_checkpoint(reference_checkpoints["pth"], out)
+    monkeypatch.setattr(store, "exchange_paths", lambda first, second: False)
+    real_replace = store.os.replace
+
+    def crash_on_config(src, dst):
+        if str(dst).endswith("config.json"):
+            raise OSError("power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", crash_on_config)
+    with pytest.raises(OSError, match="power cut"):
+        convert_checkpoint(reference_checkpoints["safetensors"], out)
+    monkeypatch.undo()
+    assert json.loads((out / "config.json").read_text())["source"]["file"].endswith(".pth")
+    mlx_inception.load(out)  # the same network: new weights with the old config still load
+
+
+def test_converting_through_a_link_replaces_the_folder_it_names_and_keeps_the_link(
+    reference_checkpoints, tmp_path
+):
+    real = tmp_path / "real"
+    convert_checkpoint(reference_checkpoints["pth"], real)
+    (tmp_path / "link").symlink_to(real)
+    out, _ = convert_checkpoint(reference_checkpoints["safetensors"], tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and out == real
+    assert json.loads((real / "config.json").read_text())["source"]["file"].endswith(
+        ".safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_staging_folders_of_a_killed_convert_are_removed_by_the_next(
+    reference_checkpoints, tmp_path
+):
+    out = tmp_path / "new"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    debris = [tmp_path / f".new-{dead}-abcd_123", tmp_path / ".new-zyxw9876"]
+    for folder in debris:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+        os.utime(folder, (1, 1))
+    others = [tmp_path / ".new-notours", tmp_path / ".newer-abcdefgh", tmp_path / "keep"]
+    for folder in others:
+        folder.mkdir()
+        os.utime(folder, (1, 1))
+    convert_checkpoint(reference_checkpoints["pth"], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["new", *(p.name for p in others)]
+    )
 
 
 def test_cli_turns_os_errors_into_one_line(reference_checkpoints, tmp_path, capsys):

@@ -603,7 +603,9 @@ def test_unreachable_hub_without_cache_is_a_one_line_error(hf_cache, monkeypatch
     with pytest.raises(HubError) as excinfo:
         hub.resolve(TV_NAME)
     message = single_line_hub_error(excinfo)
-    assert message.startswith("cannot reach http://127.0.0.1:") and "HF_HUB_OFFLINE" in message
+    assert message.startswith("cannot reach http://127.0.0.1:")
+    # Nothing is cached, so HF_HUB_OFFLINE would lead back here: say what works offline.
+    assert "local checkpoint file" in message and "HF_HUB_OFFLINE" not in message
 
 
 def test_a_hub_that_never_answers_is_a_one_line_error_once_its_deadline_passes(
@@ -962,3 +964,19 @@ def test_cli_download_of_a_local_path_says_download_takes_a_name(
         assert cli.main(["download", str(source), "--quiet"]) == 1
         assert capsys.readouterr().err == message
     assert len(server.requests) == before
+
+
+def test_a_repo_in_this_format_with_a_damaged_config_is_refused_before_its_weights_download(
+    server, upstream, hf_cache
+):
+    from mlx_inception.model import InceptionV3Config
+
+    config = InceptionV3Config().to_dict()
+    config["num_classes"] = -3
+    server.add_repo("tester/damaged-config", {"config.json": json.dumps(config).encode(),
+                                              "model.safetensors": upstream["safetensors"]})
+    with pytest.raises(HubError) as excinfo:
+        hub.resolve("tester/damaged-config")
+    message = single_line_hub_error(excinfo)
+    assert "damaged mlx-inception config.json" in message and "num_classes" in message
+    assert not [path for path in blob_files(hf_cache) if path.stat().st_size > 10_000]

@@ -21,6 +21,7 @@ from mlx_inception.data.transforms import (
     center_crop,
     crop_box,
     preprocess,
+    resample_filter,
     resize_shorter,
     timm_preprocessing,
 )
@@ -127,5 +128,8 @@ def test_center_crop_is_the_image_the_network_sees():
 
 
 def test_unknown_interpolation_is_refused_with_the_names_that_work():
+    # Refused when the config is built (read from a file), before any image is decoded.
+    with pytest.raises(ValueError, match="unknown preprocessing interpolation 'cubic'.*bilinear"):
+        Preprocessing(interpolation="cubic")
     with pytest.raises(InceptionError, match="unknown interpolation 'cubic'.*bilinear"):
-        preprocess(load_image(PHOTOS[0]), Preprocessing(interpolation="cubic"))
+        resample_filter("cubic")
