@@ -22,6 +22,7 @@ import sys
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -29,6 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlx_inception.benchmark_worker import PeakMemory
 from mlx_inception.checkpoints import convert, registry, store
 from mlx_inception.data.images import load_image
 from mlx_inception.data.transforms import preprocess
@@ -40,9 +42,7 @@ from mlx_inception.training import checkpoint as run_state
 
 SAMPLE = 10  # the fast tier runs case 0, 10, 20, ...
 CASE_SECONDS = 10.0  # no single case may take longer (a hang or a blow-up)
-MEMORY_GROWTH = 1.5 * 2**30  # the process's peak memory may not grow more than this
-_BASELINE_PEAK = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-    1 if sys.platform == "darwin" else 1024)
+MEMORY_GROWTH = 1.5 * 2**30  # no single case may raise the process's peak by more than this
 
 
 def cases(count: int) -> list:
@@ -56,10 +56,25 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def case_memory() -> Callable[[], float]:
+    """Start measuring one case's peak memory; return a function giving its growth in bytes.
+
+    On Linux the process's peak is reset to its current size first (``PeakMemory``), so what
+    earlier tests allocated never counts; elsewhere only growth past the process's earlier peak
+    can be seen.
+    """
+    memory = PeakMemory()
+    if memory.exact:
+        return lambda: memory.peak_mib() * 2**20
+    before = peak_memory()
+    return lambda: peak_memory() - before
+
+
 def outcome(call, errors=(InceptionError,)):
     """Return ("ok", result) or ("error", message) for ``call()``; any other exception, a
     message over more than one line, or a case over time or memory fails the test."""
     start = time.monotonic()
+    growth = case_memory()
     try:
         result = ("ok", call())
     except errors as error:
@@ -67,7 +82,7 @@ def outcome(call, errors=(InceptionError,)):
         assert message and "\n" not in message and len(message) < 1500, repr(message[:3000])
         result = ("error", message)
     assert time.monotonic() - start < CASE_SECONDS, "a case ran past its time"
-    assert peak_memory() - _BASELINE_PEAK < MEMORY_GROWTH, "memory grew with what a file claims"
+    assert growth() < MEMORY_GROWTH, "memory grew with what a file claims"
     OUTCOMES.append(result[0])
     return result
 
