@@ -2,10 +2,10 @@
 
 ``TrainConfig`` holds everything a run needs. Its defaults are the from-scratch recipe of
 Szegedy et al. 2015, "Rethinking the Inception Architecture" (section numbers below refer to it),
-filled in from Google's released TensorFlow code where the paper is silent. ``FINE_TUNE`` lists
-the values that change when training starts from pretrained weights (``init``), taken from
-TF-slim's ``scripts/finetune_inception_v3_on_flowers.sh``. ``resolve`` turns user overrides into
-the final configuration, which the trainer saves as ``RUN_DIR/train_config.json``.
+filled in from Google's released TensorFlow code where the paper is silent; recipe "scratch"
+scales the learning rate up with the batch above the paper's 1600 images, never down ("paper":
+both ways). ``FINE_TUNE`` lists the values that change when training starts from pretrained
+weights (``init``). ``resolve`` gives the final configuration (``RUN_DIR/train_config.json``).
 
 Sources:
   [paper]   the paper, section 7 (label smoothing) and section 8 (training methodology)
@@ -20,6 +20,9 @@ Sources:
   [slimpre] research/slim/preprocessing/inception_preprocessing.py: crop area 5%-100%,
             aspect ratio 3/4-4/3, random horizontal flip
   [flowers] research/slim/scripts/finetune_inception_v3_on_flowers.sh: fine-tuning
+  [single]  single-machine scripts at batch 32: slim/train_image_classifier.py (RMSProp) lr 0.01,
+            inception/inception_train.py (RMSProp) 0.1, torchvision's reference train.py (SGD) 0.1
+  [precise] Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", section 3 (precise BN)
 """
 
 from __future__ import annotations
@@ -45,19 +48,16 @@ class ConfigError(InceptionError):
 # The InceptionV3Config fields that choose one of the paper's variants. Unset (None), they come
 # from the --init weights, or are torchvision's network when training from scratch.
 ARCHITECTURE = ("stem", "bn_aux", "pool_count_include_pad", "mixed_7c_pool")
-# torchvision's evaluation transform resizes the shorter side to 342 for a 299 crop; other
-# training sizes keep that ratio.
+# torchvision's evaluation resizes to 342 for a 299 crop; other training sizes keep that ratio.
 EVAL_RESIZE_RATIO = 342 / 299
 
 
 def _cited(default: Any, source: str, help: str) -> Any:
     """A dataclass field whose metadata records where its default comes from."""
-    if isinstance(default, (list, dict)):
-        return field(
-            default_factory=lambda: json.loads(json.dumps(default)),  # a fresh copy each time
-            metadata={"source": source, "help": help},
-        )
-    return field(default=default, metadata={"source": source, "help": help})
+    metadata = {"source": source, "help": help}
+    if isinstance(default, (list, dict)):  # a fresh copy each time
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -118,13 +118,14 @@ class TrainConfig:
 
     # --- optimizer: TF's RMSProp ------------------------------------------------------------
     learning_rate: float | None = _cited(
-        None, "rule", "learning rate; default: base_learning_rate * batch_size / reference_batch"
+        None, "rule", "learning rate; default: base_learning_rate * batch_size / "
+        "reference_batch, at least base_learning_rate (recipe scratch; paper: exactly that)"
     )
     base_learning_rate: float = _cited(
         0.045, "[paper] 8, [dist] initial_learning_rate", "learning rate at reference_batch"
     )
     reference_batch: int = _cited(
-        1600, "[dist] 50 replicas x 32, averaged by SyncReplicasOptimizer",
+        1600, "[dist] 50 replicas x 32, averaged by SyncReplicasOptimizer; below it [single]",
         "global batch that base_learning_rate was used with (linear scaling rule)"
     )
     lr_decay_rate: float = _cited(0.94, "[paper] 8, [dist]", "learning rate decay factor")
@@ -138,8 +139,8 @@ class TrainConfig:
         1.0, "[paper] 8, [dist] RMSPROP_EPSILON", "RMSProp epsilon (inside the square root)"
     )
     clip_norm: float = _cited(
-        2.0, "[paper] 8: gradient clipping with threshold 2.0", "clip the gradient's global "
-        "norm to this (0 = off)"
+        0.0, "[single]: none clips; the paper's 2.0 (section 8) is --recipe paper's",
+        "clip the gradient's global norm to this (0 = off)"
     )
     weight_decay: float = _cited(
         4e-5, "[slimnet] weight_decay", "L2 penalty (wd/2)*|w|^2 on conv and fc weights (not "
@@ -160,6 +161,8 @@ class TrainConfig:
         0.9999, "[paper] 8 running average, [model] MOVING_AVERAGE_DECAY", "exponential moving "
         "average of the weights used for evaluation (0 = off)"
     )
+    precise_bn_images: int = _cited(512, "[precise]", "recompute the evaluated weights' BatchNorm "
+                                    "statistics on this many training images (0: running ones)")
 
     # --- augmentation ---------------------------------------------------------------------------
     crop_scale: list[float] = _cited(
@@ -188,7 +191,8 @@ class TrainConfig:
     )
 
     # --- filled in by resolve() ---------------------------------------------------------------
-    recipe: str = _cited("scratch", "-", "'scratch' (the paper) or 'fine-tune' (set by init)")
+    recipe: str | None = _cited(None, "-", "scratch (the paper, its rate never scaled below its "
+                                "batch), paper (scaled either way) or fine-tune (with --init)")
     aux_logits: bool | None = _cited(
         None, "-", "train the auxiliary head; default: when the image size reaches the head's "
         "minimum for the stem (299 px; 151 for stem 151, 77 for stem 79)"
@@ -265,6 +269,10 @@ FINE_TUNE: dict[str, tuple[Any, str]] = {
     "ema_decay": (0.0, "[slim] moving_average_decay default None"),
 }
 FINE_TUNE_ALL_LAYERS_LR = (0.0001, "[flowers] learning_rate=0.0001 (stage 2, all layers)")
+RECIPES = ("scratch", "paper", "fine-tune")
+# Where --recipe paper departs from the default (besides the rate): under torchvision's init the
+# first gradients' norm is ~3,400 (digits, 75 px), and clipping to 2.0 shrank those steps ~1,000x.
+PAPER: dict[str, tuple[Any, str]] = {"clip_norm": (2.0, "[paper] 8: gradient clipping at 2.0")}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -309,6 +317,8 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
     check(config, world_size)  # before the arithmetic below divides by any of it
     notes: list[str] = []
     fine_tune = bool(config.init)
+    if config.recipe == "paper" and fine_tune:
+        raise ConfigError("--recipe paper trains from scratch: drop --init or --recipe")
     if fine_tune:
         values = {k: v for k, (v, _) in FINE_TUNE.items() if k not in overrides}
         config = replace(config, recipe="fine-tune", **values)
@@ -318,14 +328,22 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
         ):
             config.base_learning_rate = FINE_TUNE_ALL_LAYERS_LR[0]
     else:
-        config.recipe = "scratch"
+        config.recipe = config.recipe or "scratch"
+        if config.recipe == "paper":
+            config = replace(config, **{k: v for k, (v, _) in PAPER.items() if k not in overrides})
     if config.learning_rate is None:
-        config.learning_rate = (
-            config.base_learning_rate * config.batch_size / config.reference_batch
-        )
+        scale = config.batch_size / config.reference_batch
+        if config.recipe == "scratch" and scale < 1:
+            # Single-machine scripts use 0.01 to 0.1 at batch 32 ([single]); scaled down, the
+            # paper's rate is 0.0009 there, which learned nothing in 5 epochs of the digits.
+            scale = 1.0
+        config.learning_rate = config.base_learning_rate * scale
         notes.append(
             f"learning rate {config.learning_rate:.6g} = {config.base_learning_rate:g} x "
             f"batch {config.batch_size} / {config.reference_batch} (linear scaling rule)"
+            if scale != 1.0 or config.recipe != "scratch" else
+            f"learning rate {config.learning_rate:g}, the paper's at batch "
+            f"{config.reference_batch}, not scaled down to {config.batch_size} (--recipe paper)"
         )
     if not fine_tune:
         config, settled = settle_architecture(config)
@@ -395,8 +413,11 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"--batch-size must be at least 2 (BatchNorm), got {config.batch_size}")
     if config.reference_batch < 1:
         raise ConfigError(f"--reference-batch must be at least 1, got {config.reference_batch}")
-    if config.seed < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
+    for flag, value in (("--seed", config.seed), ("--precise-bn-images", config.precise_bn_images)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be 0 or more, got {value}")
+    if config.recipe not in (None, *RECIPES):
+        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
     # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
     positive, non_negative = (0, False, math.inf, False), (0, True, math.inf, False)
     ranges = [  # flag, value, (low, low included, high, high included)
