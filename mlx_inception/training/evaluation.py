@@ -9,7 +9,7 @@ from mlx.utils import tree_flatten
 
 from ..data.loader import BatchLoader
 from ..model import InceptionV3
-from .distributed import average_tree, raise_any_failure, sum_scalars
+from .distributed import raise_any_failure, sum_scalars
 from .network import is_decayed, is_statistic, set_training_mode
 
 
@@ -43,35 +43,46 @@ def validation_metrics(
 def recompute_batchnorm_statistics(
     model: InceptionV3, loader: BatchLoader, group: mx.distributed.Group
 ) -> None:
-    """Set the running statistics of every BatchNorm in training mode to the average of its
-    batch statistics over the loader's batches: "precise BN" (Wu & Johnson 2021, section 3).
+    """Set the running statistics of every BatchNorm in training mode to the mean of its batch
+    statistics over the loader's batches: "precise BN" (Wu & Johnson 2021, section 3).
 
     The statistics then describe the weights being evaluated, whatever the momentum or the age
     of the running averages. Modules in evaluation mode (frozen ones) keep theirs; dropout is
-    left out. Each process averages its share, then the processes average theirs.
+    left out. Each batch's statistics are gathered from every process in the global batches'
+    order before the mean, so N processes compute exactly what one process with N micro-batches
+    does.
     """
     layers = [module for _, module in model.named_modules()
               if isinstance(module, nn.BatchNorm) and module.training]
     momenta = [layer.momentum for layer in layers]
-    count, failure = 0, None
+    rows, failure = [], None
     try:
+        for layer in layers:  # the running statistics become each batch's own
+            layer.momentum = 1.0
         for images, _ in loader.epoch(0):
-            for layer in layers:  # batch i enters a cumulative mean with weight 1 / (i + 1)
-                layer.momentum = 1.0 / (count + 1)
             model(mx.array(images))
-            mx.eval([(layer.running_mean, layer.running_var) for layer in layers])
-            count += 1
-    except Exception as error:  # still join the average below, so no process waits forever
+            rows.append(mx.concatenate([statistic for layer in layers for statistic in
+                                        (layer.running_mean, layer.running_var)]))
+            mx.eval(rows[-1])
+    except Exception as error:  # still join the gather below, so no process waits forever
         failure = error
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     raise_any_failure(group, failure, "a training image (recomputing BatchNorm statistics)")
-    if group.size() > 1:
-        statistics = [{"mean": layer.running_mean, "var": layer.running_var} for layer in layers]
-        for layer, averaged in zip(layers, average_tree(statistics, group), strict=True):
-            layer.running_mean, layer.running_var = averaged["mean"], averaged["var"]
-        mx.eval([(layer.running_mean, layer.running_var) for layer in layers])
+    if not rows:
+        return
+    table = mx.stack(rows)  # (batches, statistics)
+    if group.size() > 1:  # rank-major -> the order of the shares in the global batches
+        gathered = mx.distributed.all_gather(table, group=group)
+        table = gathered.reshape(group.size(), len(rows), -1).transpose(1, 0, 2)
+    mean, offset = mx.mean(table.reshape(-1, table.shape[-1]), axis=0), 0
+    for layer in layers:
+        size = layer.running_mean.shape[0]
+        layer.running_mean = mean[offset:offset + size]
+        layer.running_var = mean[offset + size:offset + 2 * size]
+        offset += 2 * size
+    mx.eval([(layer.running_mean, layer.running_var) for layer in layers])
 
 
 def precise_statistics(
