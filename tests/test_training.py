@@ -147,17 +147,21 @@ def test_a_runs_config_reused_with_config_derives_again_what_was_not_given(tmp_p
     assert fine_tune.recipe == "fine-tune" and fine_tune.ema_decay == 0.0
 
 
-def test_learning_rate_scales_linearly_with_the_global_batch_above_the_papers():
-    # The paper's 0.045 was used with 50 replicas x 32 = 1600 images per synchronous update.
+def test_learning_rate_is_tf_slims_on_one_machine_and_the_papers_at_its_batch():
     def rate(**settings):
         return resolve({"data": "d", "out": "o", **settings})[0].learning_rate
 
-    assert rate(batch_size=1600) == 0.045
+    # TF-slim's train_image_classifier.py: 0.01 at batch 32, scaled linearly with the batch...
+    assert rate(batch_size=32) == pytest.approx(0.01)
+    assert rate(batch_size=64) == pytest.approx(0.02)
+    # ...up to the paper's 0.045, used with 50 replicas x 32 = 1600 images per update, and
+    # scaled linearly above that batch.
+    assert rate(batch_size=144) == pytest.approx(0.045)
+    assert rate(batch_size=1600) == pytest.approx(0.045)
     assert rate(batch_size=3200) == pytest.approx(0.09)
-    # Below it the default keeps 0.045 (single-machine scripts use 0.01-0.1 at 32); the
-    # paper's recipe scales it down.
-    assert rate(batch_size=32) == 0.045
+    # The paper's recipe scales 0.045 linearly either way; a rule given is a rule kept.
     assert rate(batch_size=32, recipe="paper") == pytest.approx(0.045 * 32 / 1600)
+    assert rate(batch_size=32, base_learning_rate=0.1, reference_batch=64) == pytest.approx(0.05)
     assert rate(learning_rate=0.3) == 0.3
 
 

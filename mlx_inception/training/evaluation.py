@@ -54,6 +54,8 @@ def recompute_batchnorm_statistics(
     """
     layers = [module for _, module in model.named_modules()
               if isinstance(module, nn.BatchNorm) and module.training]
+    if not layers:  # every BatchNorm frozen (a new head on a frozen backbone): nothing to do
+        return
     momenta = [layer.momentum for layer in layers]
     rows, failure = [], None
     try:

@@ -3,8 +3,8 @@
 ``TrainConfig`` holds everything a run needs. Its defaults are the from-scratch recipe of
 Szegedy et al. 2015, "Rethinking the Inception Architecture" (section numbers below refer to it),
 filled in from Google's released TensorFlow code where the paper is silent; recipe "scratch"
-scales the learning rate up with the batch above the paper's 1600 images, never down ("paper":
-both ways). ``FINE_TUNE`` lists the values that change when training starts from pretrained
+takes TF-slim's single-machine learning rate (at most the paper's) and does not clip ("paper":
+the paper exactly). ``FINE_TUNE`` lists the values that change when training starts from pretrained
 weights (``init``). ``resolve`` gives the final configuration (``RUN_DIR/train_config.json``).
 
 Sources:
@@ -20,8 +20,8 @@ Sources:
   [slimpre] research/slim/preprocessing/inception_preprocessing.py: crop area 5%-100%,
             aspect ratio 3/4-4/3, random horizontal flip
   [flowers] research/slim/scripts/finetune_inception_v3_on_flowers.sh: fine-tuning
-  [single]  single-machine scripts at batch 32: slim/train_image_classifier.py (RMSProp) lr 0.01,
-            inception/inception_train.py (RMSProp) 0.1, torchvision's reference train.py (SGD) 0.1
+  [single]  single-machine scripts: slim/train_image_classifier.py (RMSProp, lr 0.01 at batch 32,
+            no clipping), inception_train.py (0.1 at 32), torchvision's train.py (SGD 0.1 at 32)
   [precise] Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", section 3 (precise BN)
 """
 
@@ -48,8 +48,7 @@ class ConfigError(InceptionError):
 # The InceptionV3Config fields that choose one of the paper's variants. Unset (None), they come
 # from the --init weights, or are torchvision's network when training from scratch.
 ARCHITECTURE = ("stem", "bn_aux", "pool_count_include_pad", "mixed_7c_pool")
-# torchvision's evaluation resizes to 342 for a 299 crop; other training sizes keep that ratio.
-EVAL_RESIZE_RATIO = 342 / 299
+EVAL_RESIZE_RATIO = 342 / 299  # torchvision's evaluation resize for a 299 crop, kept at any size
 
 
 def _cited(default: Any, source: str, help: str) -> Any:
@@ -118,14 +117,14 @@ class TrainConfig:
 
     # --- optimizer: TF's RMSProp ------------------------------------------------------------
     learning_rate: float | None = _cited(
-        None, "rule", "learning rate; default: base_learning_rate * batch_size / "
-        "reference_batch, at least base_learning_rate (recipe scratch; paper: exactly that)"
+        None, "rule", "learning rate; default (paper): base_learning_rate * batch_size / "
+        "reference_batch; scratch: 0.01 * batch_size / 32 [single], at most the paper's, unscaled"
     )
     base_learning_rate: float = _cited(
         0.045, "[paper] 8, [dist] initial_learning_rate", "learning rate at reference_batch"
     )
     reference_batch: int = _cited(
-        1600, "[dist] 50 replicas x 32, averaged by SyncReplicasOptimizer; below it [single]",
+        1600, "[dist] 50 replicas x 32, averaged by SyncReplicasOptimizer",
         "global batch that base_learning_rate was used with (linear scaling rule)"
     )
     lr_decay_rate: float = _cited(0.94, "[paper] 8, [dist]", "learning rate decay factor")
@@ -191,8 +190,8 @@ class TrainConfig:
     )
 
     # --- filled in by resolve() ---------------------------------------------------------------
-    recipe: str | None = _cited(None, "-", "scratch (the paper, its rate never scaled below its "
-                                "batch), paper (scaled either way) or fine-tune (with --init)")
+    recipe: str | None = _cited(None, "-", "scratch (the paper with TF-slim's single-machine rate, "
+                                "no clipping), paper (exactly) or fine-tune (with --init)")
     aux_logits: bool | None = _cited(
         None, "-", "train the auxiliary head; default: when the image size reaches the head's "
         "minimum for the stem (299 px; 151 for stem 151, 77 for stem 79)"
@@ -270,6 +269,7 @@ FINE_TUNE: dict[str, tuple[Any, str]] = {
 }
 FINE_TUNE_ALL_LAYERS_LR = (0.0001, "[flowers] learning_rate=0.0001 (stage 2, all layers)")
 RECIPES = ("scratch", "paper", "fine-tune")
+SINGLE_MACHINE = (0.01, 32)  # [single] train_image_classifier.py: learning_rate, batch_size
 # Where --recipe paper departs from the default (besides the rate): under torchvision's init the
 # first gradients' norm is ~3,400 (digits, 75 px), and clipping to 2.0 shrank those steps ~1,000x.
 PAPER: dict[str, tuple[Any, str]] = {"clip_norm": (2.0, "[paper] 8: gradient clipping at 2.0")}
@@ -332,19 +332,19 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
         if config.recipe == "paper":
             config = replace(config, **{k: v for k, (v, _) in PAPER.items() if k not in overrides})
     if config.learning_rate is None:
-        scale = config.batch_size / config.reference_batch
-        if config.recipe == "scratch" and scale < 1:
-            # Single-machine scripts use 0.01 to 0.1 at batch 32 ([single]); scaled down, the
-            # paper's rate is 0.0009 there, which learned nothing in 5 epochs of the digits.
-            scale = 1.0
-        config.learning_rate = config.base_learning_rate * scale
-        notes.append(
-            f"learning rate {config.learning_rate:.6g} = {config.base_learning_rate:g} x "
-            f"batch {config.batch_size} / {config.reference_batch} (linear scaling rule)"
-            if scale != 1.0 or config.recipe != "scratch" else
-            f"learning rate {config.learning_rate:g}, the paper's at batch "
-            f"{config.reference_batch}, not scaled down to {config.batch_size} (--recipe paper)"
-        )
+        base, reference, batch = (config.base_learning_rate, config.reference_batch,
+                                  config.batch_size)
+        config.learning_rate = base * batch / reference
+        rule = f"{base:g} x batch {batch} / {reference} (linear scaling rule)"
+        own_rule = {"base_learning_rate", "reference_batch"} & set(overrides)
+        if config.recipe == "scratch" and not own_rule:
+            # The paper's scaled to batch 32 (0.0009) learned nothing in 5 epochs of the digits.
+            (rate, size), paper = SINGLE_MACHINE, base * max(1.0, batch / reference)
+            config.learning_rate = min(rate * batch / size, paper)
+            rule = (f"TF-slim's {rate:g} x batch {batch} / {size}" if rate * batch / size < paper
+                    else f"the paper's {base:g} x max(1, batch {batch} / {reference})")
+            rule += " (--recipe paper: 0.045 x batch / 1600)"
+        notes.append(f"learning rate {config.learning_rate:.6g} = {rule}")
     if not fine_tune:
         config, settled = settle_architecture(config)
         notes += settled
