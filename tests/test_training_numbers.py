@@ -129,6 +129,10 @@ def test_validation_after_one_epoch_is_of_the_order_of_chance_not_1e7(module_tmp
             data=str(data / "train"), val=str(data / "val"), out=str(module_tmp(f"run{images}")),
             image_size=75, batch_size=4, epochs=1, workers=2, precise_bn_images=images))
         results[images] = Trainer(config, notes=notes, show_progress=False).fit()["last_metrics"]
-    assert results[12]["val_loss"] < 4 * math.log(4)  # measured: about 2
-    assert results[0]["val_loss"] > 1e3  # the running statistics: measured about 1e7
-    assert results[12]["weight_decay_penalty"] > 0
+    # Of the order of the training loss (torchvision's init gives large logits: about 6 at the
+    # first steps, where chance is ln 4 = 1.4), not of the order of 1e7.
+    recomputed, running = results[12], results[0]
+    assert recomputed["val_loss"] < 2 * recomputed["train_loss"], recomputed
+    assert recomputed["val_loss"] < 10 * math.log(4), recomputed
+    assert running["val_loss"] > 1e3, running  # the running statistics
+    assert recomputed["weight_decay_penalty"] > 0
