@@ -89,9 +89,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train Inception-v3 on an ImageFolder tree (DIR/<class>/<images>). Without --init "
             "the defaults are the paper's from-scratch recipe (RMSProp as TensorFlow defines it, "
-            "0.045 x 0.94 every 2 epochs, scaled up to batches over the paper's 1600 but not "
-            "down (--recipe paper: both ways), clipping 2.0, label smoothing 0.1, aux loss 0.4, "
-            "weight decay 4e-5, parameter averaging 0.9999); with --init they are "
+            "x0.94 every 2 epochs, label smoothing 0.1, aux loss 0.4, weight decay 4e-5, "
+            "parameter averaging 0.9999) with TF-slim's single-machine rate (0.01 at batch 32, "
+            "at most the paper's 0.045 x max(1, batch/1600)) and no clipping; --recipe paper "
+            "is the paper exactly (0.045 x batch/1600, clipping 2.0); with --init they are "
             "TF-slim's fine-tuning values (new head only, lr 0.01 at batch 32, no smoothing or "
             "averaging; lr 1e-4 with --freeze none). RUN_DIR receives train_config.json, "
             "metrics.jsonl, curves.png and last/best checkpoints (loadable by "
