@@ -15,6 +15,7 @@ from .errors import InceptionError
 # Command modules import heavy things (MLX, torch) inside ``run``, so `--help` stays fast.
 COMMANDS = {
     "convert": "convert",
+    "export": "export",
     "predict": "predict",
     "evaluate": "evaluate",
     "list": "list_weights",
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every available subcommand."""
     parser = _Parser(
         prog="mlx-inception",
-        description="Inception-v3 in MLX: convert, predict, evaluate, train, push and download "
-        "Hub weights, FID and Inception Score, benchmarks.",
+        description="Inception-v3 in MLX: convert, export, predict, evaluate, train, push and "
+        "download Hub weights, FID and Inception Score, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

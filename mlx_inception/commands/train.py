@@ -44,6 +44,8 @@ FLAGS = {
     "--dropout": ("dropout", float, "P"),
     "--bn-momentum": ("bn_momentum", float, "M"),
     "--ema-decay": ("ema_decay", float, "D"),
+    "--precise-bn-images": ("precise_bn_images", int, "N"),
+    "--recipe": ("recipe", str, "RECIPE"),
     "--crop-scale": ("crop_scale", float, "F"),
     "--crop-ratio": ("crop_ratio", float, "R"),
     "--dtype": ("dtype", str, "DTYPE"),
@@ -52,7 +54,8 @@ FLAGS = {
     "--prefetch": ("prefetch", int, "N"),
 }
 PAIRS = {"crop_scale", "crop_ratio"}
-CHOICES = {"stem": ("299", "151", "79"), "mixed_7c_pool": ("avg", "max")}
+CHOICES = {"stem": ("299", "151", "79"), "mixed_7c_pool": ("avg", "max"),
+           "recipe": ("scratch", "paper", "fine-tune")}
 SWITCHES = {
     "--aux-logits": "aux_logits",
     "--bn-aux": "bn_aux",
@@ -86,12 +89,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train Inception-v3 on an ImageFolder tree (DIR/<class>/<images>). Without --init "
             "the defaults are the paper's from-scratch recipe (RMSProp as TensorFlow defines it, "
-            "0.045 x 0.94 every 2 epochs scaled to the batch, clipping 2.0, label smoothing 0.1, "
-            "aux loss 0.4, weight decay 4e-5, parameter averaging 0.9999); with --init they are "
+            "x0.94 every 2 epochs, label smoothing 0.1, aux loss 0.4, weight decay 4e-5, "
+            "parameter averaging 0.9999) with TF-slim's single-machine rate (0.01 at batch 32, "
+            "at most the paper's 0.045 x max(1, batch/1600)) and no clipping; --recipe paper "
+            "is the paper exactly (0.045 x batch/1600, clipping 2.0); with --init they are "
             "TF-slim's fine-tuning values (new head only, lr 0.01 at batch 32, no smoothing or "
             "averaging; lr 1e-4 with --freeze none). RUN_DIR receives train_config.json, "
             "metrics.jsonl, curves.png and last/best checkpoints (loadable by "
-            "mlx_inception.load). Ctrl-C saves a checkpoint; --resume RUN_DIR continues exactly."
+            "mlx_inception.load). Validation uses BatchNorm statistics recomputed for the "
+            "evaluated weights (--precise-bn-images). Ctrl-C saves a checkpoint; --resume "
+            "RUN_DIR continues exactly."
         ),
         formatter_class=_Formatter,
         epilog=(

@@ -26,7 +26,8 @@ PANELS = (
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Return round tick values covering [low, high] (1, 2 or 5 times a power of ten apart)."""
+    """Return round tick values from at most ``low`` to at least ``high`` (1, 2 or 5 times a
+    power of ten apart), so that every value in [low, high] lies within the ticks' span."""
     if not math.isfinite(low) or not math.isfinite(high):
         return [0.0, 1.0]
     if high <= low:
@@ -34,13 +35,22 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks if len(ticks) >= 2 else [first, first + step]
+    digits = 1 - math.floor(math.log10(step))  # a tenth of the step: drops float noise only
+    index = math.floor(low / step)
+    if index * step > low:  # low / step rounded up by a last-bit error
+        index -= 1
+    ticks = [round(index * step, digits)]
+    while ticks[-1] < high:  # up to the first tick at or past high: nothing drawn off the panel
+        ticks.append(round((index + len(ticks)) * step, digits))
+    if ticks[0] > low:  # rounding moved the first tick past low
+        ticks.insert(0, round((index - 1) * step, digits))
+    return ticks
+
+
+def log_scale(values: Sequence[float]) -> bool:
+    """Return True when ``values`` are positive and span two decades or more: drawn on a linear
+    axis, the small ones (a loss of 2 beside one of 1e7) would all sit on the bottom line."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 100
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -59,27 +69,35 @@ def _panel(
 ) -> None:
     left, top, right, bottom = box
     font, small = _font(15), _font(12)
-    draw.text((left, top - 24), title, fill=(0, 0, 0), font=font)
     values = [v for _, points, _ in series for _, v in points]
+    log = log_scale(values)
+    draw.text((left, top - 24), title + (" (log scale)" if log else ""), fill=(0, 0, 0), font=font)
     if not values:
         draw.text((left + 10, (top + bottom) // 2), "no data yet", fill=(120, 120, 120), font=font)
         return
-    y_ticks = nice_ticks(min(values), max(values))
+    scale = math.log10 if log else float  # the axis is drawn in scaled values
+    if log:  # a tick at every power of ten (a whole number of decades)
+        low, high = math.log10(min(values)), math.log10(max(values))
+        y_ticks = [float(e) for e in range(math.floor(low), math.ceil(high) + 1)]
+        y_ticks = y_ticks if len(y_ticks) > 1 else [y_ticks[0], y_ticks[0] + 1]
+    else:
+        y_ticks = nice_ticks(min(values), max(values))
     x_ticks = nice_ticks(*epochs, count=6)
     y_low, y_high = y_ticks[0], y_ticks[-1]
     x_low, x_high = x_ticks[0], x_ticks[-1]
 
     def to_pixel(x: float, y: float) -> tuple[float, float]:
         px = left + (x - x_low) / (x_high - x_low) * (right - left)
-        py = bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
+        py = bottom - (scale(y) - y_low) / (y_high - y_low) * (bottom - top)
         return px, py
 
     for y in y_ticks:
-        _, py = to_pixel(x_low, y)
+        py = bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
         draw.line([(left, py), (right, py)], fill=(230, 230, 230))
-        draw.text((left - 6, py), f"{y:g}", fill=(60, 60, 60), font=small, anchor="rm")
+        label = f"{10 ** y:g}" if log else f"{y:g}"
+        draw.text((left - 6, py), label, fill=(60, 60, 60), font=small, anchor="rm")
     for x in x_ticks:
-        px, _ = to_pixel(x, y_low)
+        px = left + (x - x_low) / (x_high - x_low) * (right - left)
         draw.line([(px, bottom), (px, bottom + 4)], fill=(60, 60, 60))
         draw.text((px, bottom + 6), f"{x:g}", fill=(60, 60, 60), font=small, anchor="mt")
     draw.rectangle(box, outline=(60, 60, 60))

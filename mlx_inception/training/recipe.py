@@ -2,10 +2,10 @@
 
 ``TrainConfig`` holds everything a run needs. Its defaults are the from-scratch recipe of
 Szegedy et al. 2015, "Rethinking the Inception Architecture" (section numbers below refer to it),
-filled in from Google's released TensorFlow code where the paper is silent. ``FINE_TUNE`` lists
-the values that change when training starts from pretrained weights (``init``), taken from
-TF-slim's ``scripts/finetune_inception_v3_on_flowers.sh``. ``resolve`` turns user overrides into
-the final configuration, which the trainer saves as ``RUN_DIR/train_config.json``.
+filled in from Google's released TensorFlow code where the paper is silent; recipe "scratch"
+takes TF-slim's single-machine learning rate (at most the paper's) and does not clip ("paper":
+the paper exactly). ``FINE_TUNE`` lists the values that change when training starts from pretrained
+weights (``init``). ``resolve`` gives the final configuration (``RUN_DIR/train_config.json``).
 
 Sources:
   [paper]   the paper, section 7 (label smoothing) and section 8 (training methodology)
@@ -20,6 +20,9 @@ Sources:
   [slimpre] research/slim/preprocessing/inception_preprocessing.py: crop area 5%-100%,
             aspect ratio 3/4-4/3, random horizontal flip
   [flowers] research/slim/scripts/finetune_inception_v3_on_flowers.sh: fine-tuning
+  [single]  single-machine scripts: slim/train_image_classifier.py (RMSProp, lr 0.01 at batch 32,
+            no clipping), inception_train.py (0.1 at 32), torchvision's train.py (SGD 0.1 at 32)
+  [precise] Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", section 3 (precise BN)
 """
 
 from __future__ import annotations
@@ -46,19 +49,15 @@ class ConfigError(InceptionError):
 # The InceptionV3Config fields that choose one of the paper's variants. Unset (None), they come
 # from the --init weights, or are torchvision's network when training from scratch.
 ARCHITECTURE = ("stem", "bn_aux", "pool_count_include_pad", "mixed_7c_pool")
-# torchvision's evaluation transform resizes the shorter side to 342 for a 299 crop; other
-# training sizes keep that ratio.
-EVAL_RESIZE_RATIO = 342 / 299
+EVAL_RESIZE_RATIO = 342 / 299  # torchvision's evaluation resize for a 299 crop, kept at any size
 
 
 def _cited(default: Any, source: str, help: str) -> Any:
     """A dataclass field whose metadata records where its default comes from."""
-    if isinstance(default, (list, dict)):
-        return field(
-            default_factory=lambda: json.loads(json.dumps(default)),  # a fresh copy each time
-            metadata={"source": source, "help": help},
-        )
-    return field(default=default, metadata={"source": source, "help": help})
+    metadata = {"source": source, "help": help}
+    if isinstance(default, (list, dict)):  # a fresh copy each time
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -119,7 +118,8 @@ class TrainConfig:
 
     # --- optimizer: TF's RMSProp ------------------------------------------------------------
     learning_rate: float | None = _cited(
-        None, "rule", "learning rate; default: base_learning_rate * batch_size / reference_batch"
+        None, "rule", "learning rate; default (paper): base_learning_rate * batch_size / "
+        "reference_batch; scratch: 0.01 * batch_size / 32 [single], at most the paper's, unscaled"
     )
     base_learning_rate: float = _cited(
         0.045, "[paper] 8, [dist] initial_learning_rate", "learning rate at reference_batch"
@@ -139,8 +139,8 @@ class TrainConfig:
         1.0, "[paper] 8, [dist] RMSPROP_EPSILON", "RMSProp epsilon (inside the square root)"
     )
     clip_norm: float = _cited(
-        2.0, "[paper] 8: gradient clipping with threshold 2.0", "clip the gradient's global "
-        "norm to this (0 = off)"
+        0.0, "[single]: none clips; the paper's 2.0 (section 8) is --recipe paper's",
+        "clip the gradient's global norm to this (0 = off)"
     )
     weight_decay: float = _cited(
         4e-5, "[slimnet] weight_decay", "L2 penalty (wd/2)*|w|^2 on conv and fc weights (not "
@@ -161,6 +161,8 @@ class TrainConfig:
         0.9999, "[paper] 8 running average, [model] MOVING_AVERAGE_DECAY", "exponential moving "
         "average of the weights used for evaluation (0 = off)"
     )
+    precise_bn_images: int = _cited(512, "[precise]", "recompute the evaluated weights' BatchNorm "
+                                    "statistics on this many training images (0: running ones)")
 
     # --- augmentation ---------------------------------------------------------------------------
     crop_scale: list[float] = _cited(
@@ -184,12 +186,12 @@ class TrainConfig:
     prefetch: int = _cited(4, "-", "batches decoded ahead of the training step")
     compile: bool | None = _cited(
         None, "-", "mx.compile the training step; default: on a GPU, not on the CPU (there the "
-        "eager step measured about a tenth faster at 299 px, and compiling the full step's kernels "
-        "costs minutes at its first call)"
+        "eager step is faster and compiling costs minutes: docs/performance.md)"
     )
 
     # --- filled in by resolve() ---------------------------------------------------------------
-    recipe: str = _cited("scratch", "-", "'scratch' (the paper) or 'fine-tune' (set by init)")
+    recipe: str | None = _cited(None, "-", "scratch (the paper with TF-slim's single-machine rate, "
+                                "no clipping), paper (exactly) or fine-tune (with --init)")
     aux_logits: bool | None = _cited(
         None, "-", "train the auxiliary head; default: when the image size reaches the head's "
         "minimum for the stem (299 px; 151 for stem 151, 77 for stem 79)"
@@ -266,6 +268,11 @@ FINE_TUNE: dict[str, tuple[Any, str]] = {
     "ema_decay": (0.0, "[slim] moving_average_decay default None"),
 }
 FINE_TUNE_ALL_LAYERS_LR = (0.0001, "[flowers] learning_rate=0.0001 (stage 2, all layers)")
+RECIPES = ("scratch", "paper", "fine-tune")
+SINGLE_MACHINE = (0.01, 32)  # [single] train_image_classifier.py: learning_rate, batch_size
+# Where --recipe paper departs from the default (besides the rate): under torchvision's init the
+# first gradients' norm is ~3,400 (digits, 75 px), and clipping to 2.0 shrank those steps ~1,000x.
+PAPER: dict[str, tuple[Any, str]] = {"clip_norm": (2.0, "[paper] 8: gradient clipping at 2.0")}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -308,6 +315,8 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
     check(config, world_size)  # before the arithmetic below divides by any of it
     notes: list[str] = []
     fine_tune = bool(config.init)
+    if config.recipe == "paper" and fine_tune:
+        raise ConfigError("--recipe paper trains from scratch: drop --init or --recipe")
     if fine_tune:
         values = {k: v for k, (v, _) in FINE_TUNE.items() if k not in overrides}
         config = replace(config, recipe="fine-tune", **values)
@@ -317,15 +326,23 @@ def resolve(overrides: dict[str, Any], world_size: int = 1) -> tuple[TrainConfig
         ):
             config.base_learning_rate = FINE_TUNE_ALL_LAYERS_LR[0]
     else:
-        config.recipe = "scratch"
+        config.recipe = config.recipe or "scratch"
+        if config.recipe == "paper":
+            config = replace(config, **{k: v for k, (v, _) in PAPER.items() if k not in overrides})
     if config.learning_rate is None:
-        config.learning_rate = (
-            config.base_learning_rate * config.batch_size / config.reference_batch
-        )
-        notes.append(
-            f"learning rate {config.learning_rate:.6g} = {config.base_learning_rate:g} x "
-            f"batch {config.batch_size} / {config.reference_batch} (linear scaling rule)"
-        )
+        base, reference, batch = (config.base_learning_rate, config.reference_batch,
+                                  config.batch_size)
+        config.learning_rate = base * batch / reference
+        rule = f"{base:g} x batch {batch} / {reference} (linear scaling rule)"
+        own_rule = {"base_learning_rate", "reference_batch"} & set(overrides)
+        if config.recipe == "scratch" and not own_rule:
+            # The paper's scaled to batch 32 (0.0009) learned nothing in 5 epochs of the digits.
+            (rate, size), paper = SINGLE_MACHINE, base * max(1.0, batch / reference)
+            config.learning_rate = min(rate * batch / size, paper)
+            rule = (f"TF-slim's {rate:g} x batch {batch} / {size}" if rate * batch / size < paper
+                    else f"the paper's {base:g} x max(1, batch {batch} / {reference})")
+            rule += " (--recipe paper: 0.045 x batch / 1600)"
+        notes.append(f"learning rate {config.learning_rate:.6g} = {rule}")
     if not fine_tune:
         config, settled = settle_architecture(config)
         notes += settled
@@ -394,10 +411,13 @@ def check(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(f"--batch-size must be at least 2 (BatchNorm), got {config.batch_size}")
     if config.reference_batch < 1:
         raise ConfigError(f"--reference-batch must be at least 1, got {config.reference_batch}")
-    if config.seed < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
+    for flag, value in (("--seed", config.seed), ("--precise-bn-images", config.precise_bn_images)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be 0 or more, got {value}")
     if config.seed >= 2**64:  # MLX's random keys are 64 bits
         raise ConfigError(f"--seed must be below 2**64, got {config.seed:.6g}")
+    if config.recipe not in (None, *RECIPES):
+        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
     # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
     positive, non_negative = (0, False, math.inf, False), (0, True, math.inf, False)
     ranges = [  # flag, value, (low, low included, high, high included)

@@ -17,12 +17,9 @@ every random stream.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,7 +50,12 @@ from .distributed import (
     raise_any_failure,
     require_same_run,
 )
-from .evaluation import validation_metrics
+from .evaluation import (
+    initial_statistics_warning,
+    precise_statistics,
+    validation_metrics,
+    weight_decay_penalty,
+)
 from .history import (
     METRICS_FILE,
     EpochTotals,
@@ -67,6 +69,7 @@ from .history import (
 from .network import build_network, freeze, frozen_modules, set_training_mode
 from .optim import TFRMSProp
 from .recipe import ConfigError, TrainConfig, check
+from .signals import stop_on_signals
 from .step import (
     KeyedDropout,
     averaged_part,
@@ -145,6 +148,10 @@ class Trainer:
         self.fingerprint = checkpoints.data_fingerprint(self.train_samples, config.data)
         self._stop_requested = False
         self._eval_model: InceptionV3 | None = None
+        self._statistics: tuple[int, dict[str, mx.array]] | None = None  # (step, recomputed)
+        if config.init and _resume_from is None and (warning := initial_statistics_warning(
+                self.model, self.statistics_loader)):
+            self._warn(warning)
         self._last_save = time.monotonic()
         self.compile_seconds: float | None = None
 
@@ -200,6 +207,14 @@ class Trainer:
             self.val_samples, evaluation_sample, max(per_process, 2) * self.world_size,
             shuffle=False, drop_last=False, **shared,
         )
+        # Precise BN: a fixed draw of training images, in batches of the training step's
+        # BatchNorm groups, prepared as validation prepares its images.
+        chosen = np.random.default_rng(config.seed).permutation(len(self.train_samples))
+        self.statistics_loader = BatchLoader(
+            [self.train_samples[i] for i in chosen[:config.precise_bn_images]],
+            evaluation_sample, self.micro_batch * self.world_size, shuffle=False,
+            drop_last=True, **shared,
+        )
 
     def state(self) -> list:
         """Return everything a step reads and changes (``mx.compile``'s inputs and outputs)."""
@@ -217,7 +232,7 @@ class Trainer:
             state = self.state()
             step = mx.compile(step, inputs=state, outputs=state)
         stopped = None
-        with self._stop_on_signals():
+        with stop_on_signals(self):
             while progress.epoch < config.epochs:
                 if config.max_steps is not None and progress.step >= config.max_steps:
                     stopped = "max_steps"  # resumed with no steps left: change nothing
@@ -347,6 +362,8 @@ class Trainer:
         progress.step_in_epoch = 0
         record = epoch_record(progress.epoch, progress.step, progress.totals, evaluation,
                               float(self.optimizer.learning_rate.item()))
+        record["weight_decay_penalty"] = weight_decay_penalty(
+            model_weights(self.model), self.config.weight_decay)
         self.metrics.append(record)
         links = ["last"]
         top1 = evaluation["val_top1"]
@@ -367,19 +384,28 @@ class Trainer:
     # --- evaluation -------------------------------------------------------------------------------
 
     def evaluation_weights(self) -> dict[str, mx.array]:
-        """Return the weights evaluation uses: the moving average when it is on."""
-        weights = model_weights(self.model)
-        weights.update(self.ema)
+        """Return the weights evaluation uses: the moving average when it is on, with BatchNorm
+        statistics recomputed for them (``precise_bn_images``; once per step, on every process)."""
+        weights = {**model_weights(self.model), **self.ema}
+        if len(self.statistics_loader) == 0:
+            return weights
+        if self._statistics is None or self._statistics[0] != self.progress.step:
+            self._statistics = (self.progress.step, precise_statistics(
+                self._evaluation_model(weights), self.frozen, self.statistics_loader, self.group))
+        weights.update(self._statistics[1])
         return weights
 
-    def evaluate(self) -> dict[str, float | None]:
-        """Return validation loss, top-1 and top-5 of the averaged weights (eval mode)."""
-        if not self.val_samples:
-            return {"val_loss": None, "val_top1": None, "val_top5": None}
+    def _evaluation_model(self, weights: dict[str, mx.array]) -> InceptionV3:
         if self._eval_model is None:
             self._eval_model = kernels.install(InceptionV3(self.model.config, init_weights=False))
-        model = self._eval_model
-        model.update(tree_unflatten(list(self.evaluation_weights().items())))
+        self._eval_model.update(tree_unflatten(list(weights.items())))
+        return self._eval_model
+
+    def evaluate(self) -> dict[str, float | None]:
+        """Return validation loss, top-1 and top-5 of the evaluated weights (eval mode)."""
+        if not self.val_samples:
+            return {"val_loss": None, "val_top1": None, "val_top5": None}
+        model = self._evaluation_model(self.evaluation_weights())
         model.eval()
         return validation_metrics(model, self.val_loader, len(self.classes), self.group)
 
@@ -420,40 +446,22 @@ class Trainer:
         """Ask the loop to save a resumable checkpoint and return after the current step."""
         self._stop_requested = True
 
-    @contextlib.contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        """Make Ctrl-C (and SIGTERM) request a stop while training; put back whatever handlers
-        were there before (Python's, a caller's own, or SIG_IGN under nohup) afterwards."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop_requested:  # a second Ctrl-C: stop now, without saving
-                raise KeyboardInterrupt
-            self.request_stop()
-            self._say("\nstopping after this step to save a checkpoint "
-                      "(Ctrl-C again to abort without saving)")
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                # None: a handler not installed from Python, which cannot be put back.
-                signal.signal(sig, signal.SIG_DFL if old is None else old)
-
     def _save(self, links: tuple[str, ...]) -> None:
         """Write a checkpoint of the current state (rank 0 writes; every process calls this at
         the same step, and all stop if the write fails)."""
         self._last_save = time.monotonic()
+
+        try:  # on every process: it may recompute statistics
+            evaluated = self.evaluation_weights()
+        except ImageError:  # the training state is what this save must keep; it stops after
+            evaluated = {**model_weights(self.model), **self.ema}
 
         def write() -> None:
             state = checkpoints.trainer_state(self.progress, self.config, self.fingerprint,
                                               bool(self.ema), self.metrics)
             arrays = checkpoints.checkpoint_arrays(self.model, self.optimizer, self.ema)
             checkpoints.save_checkpoint(
-                self.run_dir, f"step-{self.progress.step:08d}", self.evaluation_weights(),
+                self.run_dir, f"step-{self.progress.step:08d}", evaluated,
                 self.model.config, arrays, state, links,
             )
 

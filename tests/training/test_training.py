@@ -104,14 +104,15 @@ TIMING = {"images_per_second", "train_seconds", "data_wait_seconds", "data_wait_
 # --- the recipe -----------------------------------------------------------------------------
 
 
-def test_paper_recipe_is_the_default_without_init():
+def test_paper_recipe_is_the_default_without_init_but_for_clipping():
     config, _ = resolve({"data": "d", "out": "o"})
     assert config.recipe == "scratch"
     assert (config.rmsprop_decay, config.rmsprop_momentum, config.rmsprop_epsilon) == (
         0.9, 0.9, 1.0)
     assert (config.base_learning_rate, config.lr_decay_rate, config.lr_decay_epochs) == (
         0.045, 0.94, 2.0)
-    assert (config.clip_norm, config.label_smoothing, config.aux_weight) == (2.0, 0.1, 0.4)
+    assert (config.clip_norm, config.label_smoothing, config.aux_weight) == (0.0, 0.1, 0.4)
+    assert resolve({"data": "d", "out": "o", "recipe": "paper"})[0].clip_norm == 2.0
     assert (config.weight_decay, config.ema_decay, config.dropout) == (4e-5, 0.9999, 0.2)
     assert config.bn_momentum == pytest.approx(1 - 0.9997)
     assert config.image_size == 299 and config.aux_logits is True
@@ -132,26 +133,36 @@ def test_the_step_is_compiled_by_default_on_a_gpu_only(monkeypatch):
 
 
 def test_a_runs_config_reused_with_config_derives_again_what_was_not_given(tmp_path):
-    config, _ = resolve({"data": "d", "out": "o", "batch_size": 64, "label_smoothing": 0.2})
+    config, _ = resolve({"data": "d", "out": "o", "batch_size": 1600, "label_smoothing": 0.2})
     assert config.given == ["batch_size", "data", "label_smoothing", "out"]
     path = tmp_path / "train_config.json"
     path.write_text(json.dumps(config.to_dict()))  # as the trainer writes it
     reused = load_config_file(path)
-    assert reused == {"batch_size": 64, "data": str(Path("d").absolute()),
+    assert reused == {"batch_size": 1600, "data": str(Path("d").absolute()),
                       "label_smoothing": 0.2, "out": str(Path("o").absolute())}
-    again, _ = resolve({**reused, "batch_size": 128})
-    assert again.learning_rate == pytest.approx(0.045 * 128 / 1600)  # scaled, not 64's rate
+    again, _ = resolve({**reused, "batch_size": 3200})
+    assert again.learning_rate == pytest.approx(0.045 * 3200 / 1600)  # scaled, not 1600's
     assert again.label_smoothing == 0.2
     fine_tune, _ = resolve({**reused, "init": "w"})  # the fine-tuning defaults apply
     assert fine_tune.recipe == "fine-tune" and fine_tune.ema_decay == 0.0
 
 
-def test_learning_rate_scales_linearly_with_the_global_batch():
-    # The paper's 0.045 was used with 50 replicas x 32 = 1600 images per synchronous update.
-    assert resolve({"data": "d", "out": "o", "batch_size": 1600})[0].learning_rate == 0.045
-    assert resolve({"data": "d", "out": "o", "batch_size": 32})[0].learning_rate == (
-        pytest.approx(0.045 * 32 / 1600))
-    assert resolve({"data": "d", "out": "o", "learning_rate": 0.3})[0].learning_rate == 0.3
+def test_learning_rate_is_tf_slims_on_one_machine_and_the_papers_at_its_batch():
+    def rate(**settings):
+        return resolve({"data": "d", "out": "o", **settings})[0].learning_rate
+
+    # TF-slim's train_image_classifier.py: 0.01 at batch 32, scaled linearly with the batch...
+    assert rate(batch_size=32) == pytest.approx(0.01)
+    assert rate(batch_size=64) == pytest.approx(0.02)
+    # ...up to the paper's 0.045, used with 50 replicas x 32 = 1600 images per update, and
+    # scaled linearly above that batch.
+    assert rate(batch_size=144) == pytest.approx(0.045)
+    assert rate(batch_size=1600) == pytest.approx(0.045)
+    assert rate(batch_size=3200) == pytest.approx(0.09)
+    # The paper's recipe scales 0.045 linearly either way; a rule given is a rule kept.
+    assert rate(batch_size=32, recipe="paper") == pytest.approx(0.045 * 32 / 1600)
+    assert rate(batch_size=32, base_learning_rate=0.1, reference_batch=64) == pytest.approx(0.05)
+    assert rate(learning_rate=0.3) == 0.3
 
 
 def test_fine_tuning_recipe_applies_when_starting_from_weights():
@@ -690,9 +701,13 @@ def test_evaluated_weights_are_the_moving_average(straight_run):
     # ones are in training_state.safetensors for resuming.
     arrays = trained_arrays(straight_run)
     evaluated, _ = load_weights(straight_run / "last")
-    for key in ("fc.weight", "Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch1x1.bn.running_var"):
+    for key in ("fc.weight", "Conv2d_1a_3x3.conv.weight"):
         assert np.array_equal(np.array(evaluated[key]), arrays[f"ema/{key}"])
         assert not np.array_equal(arrays[f"ema/{key}"], arrays[f"model/{key}"])
+    # Their BatchNorm statistics were recomputed for them (precise BN), neither average.
+    key = "Mixed_7c.branch1x1.bn.running_var"
+    for kind in ("ema", "model"):
+        assert not np.allclose(np.array(evaluated[key]), arrays[f"{kind}/{key}"])
 
 
 # --- fine-tuning set-up, mixed precision ---------------------------------------------------------
