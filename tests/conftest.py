@@ -266,3 +266,22 @@ def torch_grad_cam(reference_model, image: np.ndarray, class_index: int, modules
     alphas = gradient.mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(alphas, activation, axes=1), 0)
     return cam / cam.max(), alphas
+
+
+def assert_gradients_as_accurate_as_torchs(grads, torch32, torch64, names) -> None:
+    """Assert each named MLX gradient is no farther from torchvision's float64 gradient than
+    twice torchvision's own float32 one (or 1e-4 of its scale, where float32 is exact enough).
+
+    ``grads``: flat MLX gradients by torchvision's parameter names; ``torch32``/``torch64``:
+    ``named_parameters()`` of the float32 and float64 reference after their backward pass.
+    """
+    for name in names:
+        exact = torch64[name].grad.numpy()
+        approx = torch32[name].grad.numpy().astype(np.float64)
+        ours = np.array(grads[name], dtype=np.float64)
+        if exact.ndim == 4:
+            exact, approx = exact.transpose(0, 2, 3, 1), approx.transpose(0, 2, 3, 1)
+        scale = np.max(np.abs(exact))
+        torch_error = np.max(np.abs(approx - exact)) / scale
+        our_error = np.max(np.abs(ours - exact)) / scale
+        assert our_error <= max(2 * torch_error, 1e-4), (name, our_error, torch_error)

@@ -34,7 +34,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import TRAINING_TOLERANCE, assert_close, real_photos, torch_grad_cam
+from conftest import (
+    TRAINING_TOLERANCE,
+    assert_close,
+    assert_gradients_as_accurate_as_torchs,
+    real_photos,
+    torch_grad_cam,
+)
 from mlx.utils import tree_flatten
 from PIL import Image
 
@@ -200,16 +206,7 @@ def test_training_mode_gradients_are_as_accurate_as_torchvisions_own(training_mo
              "Mixed_7c.branch_pool.conv.weight", "Mixed_6a.branch3x3.conv.weight",
              "Mixed_5b.branch5x5_2.conv.weight", "Mixed_5b.branch1x1.bn.weight",
              "Conv2d_2b_3x3.conv.weight", "Conv2d_1a_3x3.conv.weight"]
-    for name in names:
-        exact = torch64[name].grad.numpy()
-        approx = torch32[name].grad.numpy().astype(np.float64)
-        ours = np.array(grads[name], dtype=np.float64)
-        if exact.ndim == 4:
-            exact, approx = exact.transpose(0, 2, 3, 1), approx.transpose(0, 2, 3, 1)
-        scale = np.max(np.abs(exact))
-        torch_error = np.max(np.abs(approx - exact)) / scale
-        our_error = np.max(np.abs(ours - exact)) / scale
-        assert our_error <= max(2 * torch_error, 1e-4), (name, our_error, torch_error)
+    assert_gradients_as_accurate_as_torchs(grads, torch32, torch64, names)
 
 
 def write_photo_folder(root: Path, size: int) -> Path:

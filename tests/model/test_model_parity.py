@@ -10,7 +10,14 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import TRAINING_TOLERANCE, assert_close, make_reference_model, random_images, to_nhwc
+from conftest import (
+    TRAINING_TOLERANCE,
+    assert_close,
+    assert_gradients_as_accurate_as_torchs,
+    make_reference_model,
+    random_images,
+    to_nhwc,
+)
 
 import mlx_inception
 from mlx_inception.checkpoints.convert import convert_file
@@ -163,13 +170,4 @@ def test_gradients_are_as_accurate_as_torchvisions_own(reference_checkpoints):
     names = ["fc.weight", "AuxLogits.fc.weight", "Mixed_7c.branch_pool.conv.weight",
              "Mixed_6e.branch1x1.conv.weight", "Mixed_5b.branch1x1.bn.weight",
              "Conv2d_1a_3x3.conv.weight"]
-    for name in names:
-        exact = torch64[name].grad.numpy()
-        approx = torch32[name].grad.numpy().astype(np.float64)
-        ours = np.array(grads[name], dtype=np.float64)
-        if exact.ndim == 4:
-            exact, approx = exact.transpose(0, 2, 3, 1), approx.transpose(0, 2, 3, 1)
-        scale = np.max(np.abs(exact))
-        torch_error = np.max(np.abs(approx - exact)) / scale
-        our_error = np.max(np.abs(ours - exact)) / scale
-        assert our_error <= max(2 * torch_error, 1e-4), (name, our_error, torch_error)
+    assert_gradients_as_accurate_as_torchs(grads, torch32, torch64, names)
