@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
 )
 
 ACCENT = QColor("#4c9be8")
-ACCENT_SOFT = QColor("#2f5f8f")
 TEXT = QColor("#e6e6e6")
 TEXT_DIM = QColor("#a0a4ab")
 TRACK = QColor("#3a3d43")
@@ -147,17 +146,10 @@ class ImageView(QWidget):
         self.marker = None
         self.update()
 
-    def set_placeholder(self, text: str) -> None:
-        self._placeholder = text
-        self.update()
-
     def set_marker(self, rect: QRectF | None) -> None:
         """Outline ``rect`` (image coordinates), e.g. the selected channel's tile."""
         self.marker = rect
         self.update()
-
-    def has_image(self) -> bool:
-        return self._image is not None
 
     def image_size(self) -> QSize:
         return self._image.size() if self._image is not None else QSize(0, 0)
