@@ -21,6 +21,15 @@ need one. ``server.faults[(repo_id, path)] = "corrupt" | "truncate"`` makes the 
 bytes at the right size, or half the file with a consistent Content-Length; ``"drop"`` makes the
 API close the connection when the file is asked for, without answering (the network went down
 after the repo listing). Every request is logged in ``server.requests``.
+
+``server.chaos = Chaos(seed, mode, ...)`` makes the server misbehave at random (seeded) for
+the fuzz tests (tests/checkpoints/test_hub_faults.py): ``"status"`` answers 429/500/502/503,
+``"redirect"`` sends a file's request back to itself (a redirect loop), ``"etag"`` announces a
+wrong ``X-Linked-Etag``/``ETag``, ``"hash"`` lists a wrong LFS SHA-256, ``"size"`` announces a
+wrong ``X-Linked-Size``, ``"stall"`` sends part of a CDN body and then nothing, ``"cut"`` sends
+part of it and closes the connection. ``rate`` is the share of requests hit, ``times`` how many
+are hit before it behaves (None: all), ``ranges`` whether a resumed download (``Range``) is
+honoured or sent whole from the start again.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import random
 import re
 import socket
 import threading
@@ -83,6 +93,39 @@ class Request:
     authorization: str | None
 
 
+@dataclass
+class Chaos:
+    """Seeded misbehaviour of the server (see the module docstring)."""
+
+    seed: int
+    mode: str
+    rate: float = 1.0
+    times: int | None = None
+    ranges: bool = True
+    statuses: tuple[int, ...] = (429, 500, 502, 503)
+    retry_after: int | None = None
+    part: float = 0.5  # the share of the (remaining) body sent before a stall or a cut
+    hits: int = 0
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+        self.lock = threading.Lock()
+
+    def strike(self, mode: str) -> bool:
+        """Return True if this request misbehaves in ``mode``."""
+        with self.lock:
+            if self.mode != mode or (self.times is not None and self.hits >= self.times):
+                return False
+            if self.rng.random() >= self.rate:
+                return False
+            self.hits += 1
+            return True
+
+    def status(self) -> int:
+        with self.lock:
+            return self.rng.choice(self.statuses)
+
+
 class HubServer:
     """The Hub API on one port, its "CDN" on another; state shared by both."""
 
@@ -91,6 +134,8 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.faults: dict[tuple[str, str], str] = {}
+        self.chaos: Chaos | None = None
+        self.stopping = threading.Event()  # ends stalled answers when the server stops
         # False: the repo listing omits sizes and hashes even when asked (?blobs=true).
         self.listing_hashes = True
         self.requests: list[Request] = []
@@ -113,6 +158,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -270,6 +316,11 @@ class _Handler(BaseHTTPRequestHandler):
                         self.headers.get("Authorization"))
             )
         try:
+            chaos = self.hub.chaos
+            if chaos is not None and chaos.strike("status"):
+                status = chaos.status()
+                extra = {} if chaos.retry_after is None else {"Retry-After": str(chaos.retry_after)}
+                raise _HubErrorResponse(status, f"chaos: HTTP {status}", **{"headers": extra})
             if self.role == "cdn":
                 match = CDN_ROUTE.match(split.path)
                 if method in ("GET", "HEAD") and match:
@@ -287,6 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = error.code
             if error.commit:
                 headers["X-Repo-Commit"] = error.commit
+            headers.update(error.extra.pop("headers", {}))
             body = {"error": error.message, **error.extra}
             self._send(error.status, body, headers, head=method == "HEAD")
 
@@ -364,8 +416,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if is_lfs(path):
                     pointer = _lfs_pointer(content)
                     sibling["blobId"] = git_blob_id(pointer)
+                    sha256 = hashlib.sha256(content).hexdigest()
+                    if self.hub.chaos is not None and self.hub.chaos.strike("hash"):
+                        sha256 = hashlib.sha256(sha256.encode()).hexdigest()  # a wrong one
                     sibling["lfs"] = {
-                        "sha256": hashlib.sha256(content).hexdigest(),
+                        "sha256": sha256,
                         "size": len(content),
                         "pointerSize": len(pointer),
                     }
@@ -390,6 +445,11 @@ class _Handler(BaseHTTPRequestHandler):
             # The connection goes down before any answer: the client sees a network failure.
             self.close_connection = True
             return None
+        chaos = self.hub.chaos
+        if chaos is not None and chaos.strike("redirect"):
+            # Back to the same address: a client that follows it loops.
+            location = f"{self.hub.endpoint}{self.path}"
+            return self._send(302, b"", {"Location": location}, head=method == "HEAD")
         hub_repo = self._repo(repo, files=True)
         commit = self._commit_of(hub_repo, rev)
         if path not in commit.files:
@@ -405,8 +465,14 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-Linked-Size": str(len(content)),
                 "Location": f"{self.hub.cdn_endpoint}/cdn/{repo}/{oid}/{path}",
             })
+            if chaos is not None and chaos.strike("etag"):
+                headers["X-Linked-Etag"] = f'"{hashlib.sha256(oid.encode()).hexdigest()}"'
+            if chaos is not None and chaos.strike("size"):
+                headers["X-Linked-Size"] = str(len(content) + chaos.rng.choice([-1000, 1, 7777]))
             return self._send(302, b"", headers, head=method == "HEAD")
         headers["ETag"] = f'"{git_blob_id(content)}"'
+        if chaos is not None and chaos.strike("etag"):
+            headers["ETag"] = f'"{git_blob_id(content + b"x")}"'
         return self._send(200, content, headers, head=method == "HEAD")
 
     def _cdn(self, method: str, match) -> None:
@@ -420,7 +486,36 @@ class _Handler(BaseHTTPRequestHandler):
             content = content[:-64] + bytes(b ^ 0xFF for b in content[-64:])
         elif fault == "truncate":
             content = content[: len(content) // 2]
+        chaos = self.hub.chaos
+        if method == "GET" and chaos is not None and chaos.mode in ("stall", "cut"):
+            return self._cdn_body(content, oid, chaos)
         self._send(200, content, {"ETag": f'"{oid}"'}, head=method == "HEAD")
+
+    def _cdn_body(self, content: bytes, oid: str, chaos: Chaos) -> None:
+        """Send the body (from the asked position if ``chaos.ranges``), maybe stalling or cut."""
+        start = 0
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if asked and chaos.ranges and int(asked[1]) < len(content):
+            start = int(asked[1])
+        body = content[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("ETag", f'"{oid}"')
+        self.send_header("Content-Length", str(len(body)))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+        self.end_headers()
+        if not chaos.strike(chaos.mode):
+            self.wfile.write(body)
+            return
+        with contextlib.suppress(OSError):  # the client may have given up already
+            self.wfile.write(body[: max(1, int(len(body) * chaos.part))])
+            self.wfile.flush()
+        if chaos.mode == "stall":
+            self.hub.stopping.wait(60)  # a server that keeps the connection and sends nothing
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     # --- write API ----------------------------------------------------------------------------
 

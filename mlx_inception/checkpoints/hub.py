@@ -27,12 +27,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, hf_hub_download
+from filelock import FileLock, Timeout
+from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.utils import tqdm as hf_tqdm
 
 from ..atomic import write_text_atomically
 from ..errors import CheckpointError, HubError
@@ -135,6 +138,49 @@ def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[st
     return sha256.hexdigest(), git_sha1.hexdigest()
 
 
+class _NoProgress(Exception):
+    """Raised from a download's progress bar when no new byte came within the window."""
+
+
+def download_window() -> float:
+    """Return how long a download may go without a byte past its furthest point: 3 x
+    HF_HUB_DOWNLOAD_TIMEOUT (read now; huggingface_hub read it once, at import)."""
+    try:
+        timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or "nan")
+    except ValueError:
+        timeout = float("nan")
+    if not timeout > 0:
+        timeout = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+    return 3 * timeout
+
+
+def _watched(bar_class: type | None, window: float) -> type:
+    """Return a progress-bar class that stops a download making no progress for ``window`` s.
+
+    huggingface_hub resumes a download cut short, and gives its retries back whenever a piece
+    arrives: a server that cuts every answer, and sends the file again from its start when
+    asked to resume, keeps it looping for ever. Its bar sees every piece (and a step back on
+    each restart from zero), so the furthest byte reached is watched here.
+    """
+
+    class Watched(bar_class or hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._reached = self._furthest = kwargs.get("initial") or 0
+            self._since = time.monotonic()
+
+        def update(self, n=1):
+            self._reached += n or 0
+            now = time.monotonic()
+            if self._reached > self._furthest:
+                self._furthest, self._since = self._reached, now
+            elif now - self._since > window:
+                raise _NoProgress(f"no new byte past {self._furthest} in {window:g} s")
+            return super().update(n)
+
+    return Watched
+
+
 class _Download:
     """Fetches files of one repo at one commit; verifies each one huggingface_hub downloads."""
 
@@ -151,14 +197,23 @@ class _Download:
     def fetch(self, filename: str) -> Path:
         """Return the file's path in the snapshot, downloaded and verified if it was not there."""
         storage = repo_folder(self.settings.cache_dir, self.target.repo_id)
+        _remove_abandoned_partials(storage, self.settings.cache_dir)
         fresh = not (storage / "snapshots" / self.commit / filename).is_file()
         try:
             path = Path(hf_hub_download(
                 self.target.repo_id, filename, revision=self.commit,
                 cache_dir=self.settings.cache_dir, token=self.settings.token,
-                endpoint=self.settings.endpoint, tqdm_class=self.tqdm_class,
+                endpoint=self.settings.endpoint,
+                tqdm_class=_watched(self.tqdm_class, download_window()),
                 etag_timeout=self.settings.timeout,
             ))
+        except _NoProgress as error:
+            message = (
+                f"the download of {self.target.repo_id}/{filename} stopped: {error} (the server "
+                "keeps breaking off and sending the file again); nothing was cached: try again "
+                "later (the window is 3 x HF_HUB_DOWNLOAD_TIMEOUT)"
+            )
+            raise Unreachable(message, error) from None
         except Exception as error:  # huggingface_hub raises many types; all become one line
             failure = self.error(error, filename)
             if is_server_failure(error):
@@ -207,6 +262,24 @@ class _Download:
                     "deleted: run the command again"
                 )
         logger.info("%s: verified (%s)", where, ", ".join(check[2] for check in checks))
+
+
+def _remove_abandoned_partials(storage: Path, cache_dir: Path) -> None:
+    """Delete the ``.incomplete`` blobs of killed downloads of one repo.
+
+    huggingface_hub downloads into ``blobs/<etag>.<random>.incomplete`` while holding
+    ``.locks/<repo folder>/<etag>.lock`` and deletes the file on any error, but a killed process
+    leaves it for ever (its name is never reused). A partial whose lock is free is nobody's.
+    """
+    for partial in sorted((storage / "blobs").glob("*.incomplete")):
+        lock = cache_dir / ".locks" / storage.name / f"{partial.name.split('.')[0]}.lock"
+        if not lock.is_file():
+            continue  # not huggingface_hub's layout: leave it alone
+        try:
+            with FileLock(str(lock), timeout=0):
+                partial.unlink(missing_ok=True)
+        except (Timeout, OSError):
+            continue  # a download in progress, or a cache this user cannot write
 
 
 def _discard(pointer: Path) -> None:
