@@ -807,6 +807,29 @@ def test_push_with_the_hub_unreachable_does_not_suggest_offline_mode(
     assert message.endswith("check the network or HF_ENDPOINT")
 
 
+def test_push_to_a_hub_that_never_answers_stops_at_its_deadline_in_one_line(
+    push_env, calibrated_weights_dir, monkeypatch, capsys
+):
+    monkeypatch.setenv("MLX_INCEPTION_PUSH_TIMEOUT", "1")
+    with silent_endpoint() as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        started = time.monotonic()
+        status = cli.main(["push", str(calibrated_weights_dir), "tester/silent"])
+        waited = time.monotonic() - started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err[-1].startswith(f"error: cannot reach {endpoint}"), err
+    assert waited < 15  # a 1 s deadline per request; without one push would wait for ever
+
+
+def test_a_push_timeout_that_is_not_a_number_is_one_line(
+    push_env, calibrated_weights_dir, monkeypatch, capsys
+):
+    monkeypatch.setenv("MLX_INCEPTION_PUSH_TIMEOUT", "soon")
+    assert cli.main(["push", str(calibrated_weights_dir), "tester/x"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: MLX_INCEPTION_PUSH_TIMEOUT must be a positive number of seconds, not 'soon'")
+
+
 def test_push_while_offline_says_to_unset_offline_mode_before_any_request(
     server, push_env, calibrated_weights_dir, monkeypatch
 ):
@@ -930,8 +953,11 @@ def test_cli_download_error_exits_1_with_one_line(server, hf_cache, capsys):
 def test_cli_push_prints_the_commit_url(server, push_env, calibrated_weights_dir, capsys):
     assert cli.main(["push", str(calibrated_weights_dir), "tester/cli-push", "--json"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == (f"uploading {calibrated_weights_dir} to tester/cli-push: config.json, "
-                            "model.safetensors, README.md (generated model card) ...\n")
+    first, *rest = captured.err.splitlines()
+    assert first == (f"uploading {calibrated_weights_dir} to tester/cli-push: config.json, "
+                     "model.safetensors, README.md (generated model card) ...")
+    # Then at most huggingface_hub's own progress bars (enabled or not in this process).
+    assert not any(line.startswith(("uploading", "error")) for line in rest), rest
     summary = json.loads(captured.out)
     assert summary["commit"] == server.repos["tester/cli-push"].refs["main"]
     assert summary["commit_url"].startswith(server.endpoint)
