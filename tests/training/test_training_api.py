@@ -1,17 +1,21 @@
-"""``mlx_inception.train``: the command's training run from Python, the same configuration."""
+"""``mlx_inception.train``: the command's training run from Python, the same configuration;
+``--init`` of a trained run starts from its weights."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from test_training import SMALL
 from test_training_data import make_digits_folder
 
 import mlx_inception
+from mlx_inception.checkpoints.store import model_weights
 from mlx_inception.cli import main as cli_main
 from mlx_inception.commands.train import FLAGS
-from mlx_inception.training.recipe import ConfigError
+from mlx_inception.training.recipe import ConfigError, resolve
+from mlx_inception.training.trainer import Trainer
 
 QUIET = dict(progress=False, log=lambda message: None)
 
@@ -45,3 +49,12 @@ def test_train_runs_what_the_command_runs_and_resumes(tmp_path, capsys):
     assert (summary["steps"], summary["epochs_completed"], summary["stopped"]) == (4, 2, None)
     model = mlx_inception.load(tmp_path / "api")
     assert model.config.labels == [f"digit_{k}" for k in range(4)]
+
+    # --init of the trained run starts from its weights (its best checkpoint, the evaluated
+    # ones), the head included: the classes are the same.
+    config, notes = resolve(dict(SMALL, data=str(digits / "train"), out=str(tmp_path / "next"),
+                                 init=str(tmp_path / "api")))
+    start = model_weights(Trainer(config, notes=notes, show_progress=False).model)
+    trained = model_weights(model)
+    assert start.keys() == trained.keys()
+    assert all(np.array_equal(np.array(start[k]), np.array(trained[k])) for k in trained)
