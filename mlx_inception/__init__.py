@@ -10,4 +10,14 @@ from .model import InceptionV3, InceptionV3Config, Preprocessing, tap_names  # n
 
 __version__ = "0.1.0"
 
-__all__ = ["InceptionV3", "InceptionV3Config", "Preprocessing", "load", "tap_names", "__version__"]
+__all__ = ["InceptionV3", "InceptionV3Config", "Preprocessing", "load", "tap_names", "train",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # ``train`` on first use: the trainer's modules are not needed to load or run a model.
+    if name == "train":
+        from .training.api import train
+
+        return train
+    raise AttributeError(f"module 'mlx_inception' has no attribute {name!r}")

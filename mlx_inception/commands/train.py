@@ -95,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "is the paper exactly (0.045 x batch/1600, clipping 2.0); with --init they are "
             "TF-slim's fine-tuning values (new head only, lr 0.01 at batch 32, no smoothing or "
             "averaging; lr 1e-4 with --freeze none). RUN_DIR receives train_config.json, "
-            "metrics.jsonl, curves.png and last/best checkpoints (loadable by "
+            "metrics.jsonl, steps.jsonl, curves.png and last/best checkpoints (loadable by "
             "mlx_inception.load). Validation uses BatchNorm statistics recomputed for the "
             "evaluated weights (--precise-bn-images). Ctrl-C saves a checkpoint; --resume "
             "RUN_DIR continues exactly."
@@ -151,9 +151,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.distributed import init_group, peer_failures
-    from ..training.recipe import ConfigError, load_config_file, resolve
-    from ..training.trainer import Trainer
+    from ..training.api import train
+    from ..training.distributed import init_group
 
     overrides = {name: getattr(args, name) for name, _, _ in FLAGS.values()}
     overrides.update({name: getattr(args, name) for name in SWITCHES.values()})
@@ -164,19 +163,8 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else (
         lambda message: print(message, file=sys.stderr)
     )
-    options = {"group": group, "show_progress": not args.quiet, "log": log}
-    with peer_failures():
-        if args.resume:
-            if args.config:
-                raise ConfigError(
-                    "--config cannot change a resumed run; drop it or start a new run")
-            trainer = Trainer.resume(args.resume, overrides, **options)
-        else:
-            settings = load_config_file(args.config) if args.config else {}
-            settings.update({k: v for k, v in overrides.items() if v is not None})
-            config, notes = resolve(settings, world_size=group.size())
-            trainer = Trainer(config, notes=notes, **options)
-        summary = trainer.fit()
+    summary = train(resume=args.resume, config_file=args.config, progress=not args.quiet,
+                    log=log, group=group, **overrides)
     # A run stopped by Ctrl-C (after saving) exits like an interrupted command.
     status = 130 if summary["stopped"] == "interrupted" else 0
     if group.rank() != 0:

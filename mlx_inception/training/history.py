@@ -40,6 +40,11 @@ class EpochTotals:
     seconds: float = 0.0
     wait_seconds: float = 0.0
     ready_steps: int = 0  # steps whose batch was decoded before the step asked for it
+    # The totals when steps.jsonl last had a line (``steplog``): its next line is the difference.
+    logged_steps: int = 0
+    logged_loss: float = 0.0
+    logged_seconds: float = 0.0
+    logged_timed_images: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)

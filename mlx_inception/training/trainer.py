@@ -18,7 +18,6 @@ every random stream.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from .distributed import (
     raise_any_failure,
     require_same_run,
 )
+from .divergence import check_step
 from .evaluation import (
     initial_statistics_warning,
     precise_statistics,
@@ -70,13 +70,8 @@ from .network import build_network, freeze, frozen_modules, set_training_mode
 from .optim import TFRMSProp
 from .recipe import ConfigError, TrainConfig, check
 from .signals import stop_on_signals
-from .step import (
-    KeyedDropout,
-    averaged_part,
-    dropout_keys,
-    learning_rate_schedule,
-    make_train_step,
-)
+from .step import KeyedDropout, averaged_part, dropout_keys, learning_rate_schedule, make_train_step
+from .steplog import StepLog
 
 # A checkpoint at least this often (TF-slim's save_interval_secs=600), besides epoch ends.
 SAVE_INTERVAL_SECONDS = 600.0
@@ -135,8 +130,9 @@ class Trainer:
                 f"{config.data}: {len(self.train_samples)} training images are fewer than one "
                 f"batch of {config.batch_size}; lower --batch-size"
             )
+        self.schedule = learning_rate_schedule(config, self.steps_per_epoch)
         self.optimizer = TFRMSProp(
-            learning_rate_schedule(config, self.steps_per_epoch), config.rmsprop_decay,
+            self.schedule, config.rmsprop_decay,
             config.rmsprop_momentum, config.rmsprop_epsilon,
         )
         self.optimizer.init(self.model.trainable_parameters())
@@ -154,6 +150,7 @@ class Trainer:
             self._warn(warning)
         self._last_save = time.monotonic()
         self.compile_seconds: float | None = None
+        self.step_log = StepLog(self.run_dir, self._warn, enabled=self.is_main)
 
     def _refuse_existing_run(self) -> None:
         # A folder with a configuration but no checkpoint (a run stopped before its first
@@ -292,13 +289,9 @@ class Trainer:
                 if first_call:  # the first call traces (and compiles): not in the throughput
                     self.compile_seconds = time.perf_counter() - began
                     mark[0] += self.compile_seconds
-                loss_value = loss.item()
-                for name, value in (("loss", loss_value), ("gradient norm", norm.item())):
-                    if not math.isfinite(value):  # raised before this step's weights are saved
-                        raise ConfigError(
-                            f"the {name} became {value} at step {progress.step + 1}; lower "
-                            f"--lr (now {config.learning_rate:g}) and start again"
-                        )
+                loss_value = loss.item()  # checked before this step is counted or saved
+                check_step(loss_value, norm.item(), progress, self.metrics, len(self.classes),
+                           config)
                 progress.step += 1
                 progress.step_in_epoch += 1
                 totals.loss += loss_value
@@ -309,6 +302,7 @@ class Trainer:
                     totals.timed_images += config.batch_size
                 account()
                 bar.update(progress.step_in_epoch, info=progress_text(totals))
+                self.step_log.after_step(progress, self.steps_per_epoch, self.schedule)
                 reason, save_due = self._after_step()
                 if reason is not None:
                     return reason
@@ -418,6 +412,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(self.run_dir / CONFIG_FILE,
                               json.dumps(config.to_dict(), indent=2) + "\n")
+        self.step_log.restore(self.progress.step)  # the steps a resumed run repeats, and no more
         for note in self.notes:
             self._log(f"note: {note}")
         self._log(
