@@ -285,3 +285,16 @@ def assert_gradients_as_accurate_as_torchs(grads, torch32, torch64, names) -> No
         torch_error = np.max(np.abs(approx - exact)) / scale
         our_error = np.max(np.abs(ours - exact)) / scale
         assert our_error <= max(2 * torch_error, 1e-4), (name, our_error, torch_error)
+
+
+@pytest.fixture(scope="session")
+def untrained_model():
+    """An Inception-v3 with MLX's default initialisation (cheap to build, no torch), eval mode.
+
+    Shared read-only: tests that change its weights or mode build their own.
+    """
+    from mlx_inception import InceptionV3
+
+    network = InceptionV3(init_weights=False)
+    network.eval()
+    return network

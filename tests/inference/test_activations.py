@@ -25,11 +25,8 @@ from mlx_inception.inference.activations import (
 
 
 @pytest.fixture(scope="module")
-def model():
-    """An Inception-v3 with MLX's default initialisation (cheap to build), eval mode."""
-    network = InceptionV3(init_weights=False)
-    network.eval()
-    return network
+def model(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,8 @@ from mlx_inception.inference.gradcam import grad_cam, grad_cams, spatial_layers
 
 
 @pytest.fixture(scope="module")
-def model():
-    """An Inception-v3 with MLX's default initialisation, eval mode (no torch needed)."""
-    network = InceptionV3(init_weights=False)
-    network.eval()
-    return network
+def model(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture(scope="module")
