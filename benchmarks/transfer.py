@@ -1,6 +1,6 @@
 """Does a backbone trained here transfer? Fashion-MNIST pretraining, then the digits.
 
-Run by hand (not in CI; about half an hour on 2 cores at the defaults):
+Run by hand (not in CI; about 45 minutes on 2 cores at the defaults):
 
     python benchmarks/transfer.py --work /tmp/transfer
 
@@ -9,9 +9,11 @@ Run by hand (not in CI; about half an hour on 2 cores at the defaults):
    training images of Fashion-MNIST's training set, 300 of its test set for validation; all
    1,797 digits with every fifth held out (1,437 / 360, the issue's set-up).
 2. Trains from scratch on Fashion-MNIST (the default recipe) for ``--pretrain-epochs``.
-3. Trains on the digits for ``--epochs`` twice with the same recipe, rate and budget, from
-   scratch and from the Fashion-MNIST run's weights (``init``, every layer trained, a new head),
-   then prints both validation top-1 curves as JSON.
+3. For each of ``--seeds``, trains on the digits for ``--epochs`` twice with the same recipe,
+   rate, crops, seed and number of epochs: from scratch (the default recipe), and from the
+   Fashion-MNIST run's weights (``init``, every layer trained, a new head). Every run crops with
+   ``--crop-scale``; the digit runs do not flip (digits are not mirror-symmetric). Prints each
+   run's validation top-1 per epoch and the means of the last epoch as JSON.
 
 Everything goes through ``mlx_inception.train``, the run ``mlx-inception train`` makes.
 """
@@ -75,51 +77,64 @@ def write_digits(root: Path) -> Path:
 
 def curve(run: Path) -> list[float]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["val_top1"] for line in lines]
+    return [round(json.loads(line)["val_top1"], 4) for line in lines]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data and runs")
-    parser.add_argument("--fashion-images", type=int, default=3000)
+    parser.add_argument("--fashion-images", type=int, default=8000)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="digits epochs, both runs")
+    parser.add_argument("--epochs", type=int, default=5, help="digits epochs, both runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=75)
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.35, 1.0],
+                        help="random-resized-crop area range, every run")
     args = parser.parse_args()
     if not FASHION.is_dir():
         raise SystemExit(f"no {FASHION}: apt-get install dataset-fashion-mnist")
     work = args.work
-    if (work / "digits-scratch").exists():
+    if (work / "fashion-run").exists():
         raise SystemExit(f"{work} holds an earlier measurement: choose another --work")
     fashion = write_fashion(work / "fashion", args.fashion_images, 300)
     digits = write_digits(work / "digits")
-    common = dict(image_size=args.image_size, batch_size=args.batch_size)
-    times = {}
+    common = dict(image_size=args.image_size, batch_size=args.batch_size,
+                  crop_scale=list(args.crop_scale))
+    times: dict[str, int] = {}
 
-    def run(name: str, data: Path, **settings) -> dict:
+    def run(name: str, data: Path, **settings) -> list[float]:
         began = time.perf_counter()
-        summary = mlx_inception.train(data / "train", work / name, val=data / "val",
-                                      progress=False, **common, **settings)
+        mlx_inception.train(data / "train", work / name, val=data / "val", progress=False,
+                            **common, **settings)
         times[name] = round(time.perf_counter() - began)
         print(f"{name}: val top-1 per epoch {curve(work / name)} ({times[name]} s)", flush=True)
-        return summary
+        return curve(work / name)
 
-    run("fashion", fashion, epochs=args.pretrain_epochs)
+    pretrained = run("fashion-run", fashion, epochs=args.pretrain_epochs)
     scratch, _ = resolve({"data": "d", "out": "o", **common})
-    same_recipe = {k: getattr(scratch, k) for k in FINE_TUNE if k != "epochs"}
-    run("digits-scratch", digits, epochs=args.epochs)
-    run("digits-from-fashion", digits, epochs=args.epochs, init=str(work / "fashion"),
-        **{**same_recipe, "freeze": "none", "learning_rate": scratch.learning_rate})
+    # --init alone would switch to the fine-tuning recipe: keep the default one, every layer.
+    same_recipe = {name: getattr(scratch, name) for name in FINE_TUNE if name != "epochs"}
+    results = []
+    for seed in args.seeds:
+        settings = dict(epochs=args.epochs, seed=seed, flip=False)
+        results.append({
+            "seed": seed,
+            "scratch": run(f"digits-scratch-{seed}", digits, **settings),
+            "from_fashion": run(f"digits-from-fashion-{seed}", digits, **settings,
+                                init=str(work / "fashion-run"), **same_recipe,
+                                learning_rate=scratch.learning_rate),
+        })
+    mean = {kind: round(float(np.mean([r[kind][-1] for r in results])), 4)
+            for kind in ("scratch", "from_fashion")}
     print(json.dumps({
         "date": date.today().isoformat(), "machine": f"{platform.machine()} "
         f"{platform.processor() or platform.system()}",
         "budget": {"fashion_images": args.fashion_images, "pretrain_epochs":
-                   args.pretrain_epochs, "digits_epochs": args.epochs, **common},
-        "fashion_val_top1": curve(work / "fashion"),
-        "digits_scratch_val_top1": curve(work / "digits-scratch"),
-        "digits_from_fashion_val_top1": curve(work / "digits-from-fashion"),
-        "seconds": times,
+                   args.pretrain_epochs, "digits_epochs": args.epochs,
+                   "learning_rate": scratch.learning_rate, **common},
+        "fashion_val_top1": pretrained, "digits_val_top1": results,
+        "mean_final_val_top1": mean, "seconds": times,
     }, indent=2))
 
 

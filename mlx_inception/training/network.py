@@ -16,6 +16,7 @@ from ..model.inception_v3 import MIXED, STEM
 from .recipe import (
     ARCHITECTURE,
     EVAL_RESIZE_RATIO,
+    FINE_TUNE,
     ConfigError,
     TrainConfig,
     settle_architecture,
@@ -109,7 +110,15 @@ def build_network(
             why = f"{len(classes)} classes, not the ones the weights were trained on"
             source_weights = {key: value for key, value in source_weights.items()
                               if not key.startswith(("fc.", "AuxLogits.fc.", "AuxLogits.fc_bn."))}
-        notes += _copy_initial_weights(model, source_weights, why)
+        copy_notes, new_head = _copy_initial_weights(model, source_weights, why)
+        notes += copy_notes
+        head_rate = FINE_TUNE["base_learning_rate"][0] * config.batch_size / 32
+        if new_head and config.freeze == "none" and config.learning_rate < head_rate:
+            # A zero head's gradients are as small as the features times the error: at a rate
+            # meant for a trained network it hardly moves (docs/training.md, transfer).
+            notes.append(f"the new classifier learns slowly from zero at lr "
+                         f"{config.learning_rate:g}: train it first on the frozen backbone "
+                         "(--init alone), then every layer from that run (--freeze none)")
     set_batchnorm_momentum(model, config.bn_momentum)
     model.train()
     mx.eval(model.parameters())
@@ -118,9 +127,9 @@ def build_network(
 
 def _copy_initial_weights(
     model: InceptionV3, source_weights: dict[str, mx.array], why: str
-) -> list[str]:
+) -> tuple[list[str], bool]:
     """Load every weight of ``source_weights`` that fits ``model``; zero new classifiers'
-    output; return notes on what was replaced or left unused."""
+    output; return notes on what was replaced or left unused, and whether ``fc`` is new."""
     notes = []
     fresh = model_weights(model)
     copied, replaced = [], set()
@@ -156,7 +165,7 @@ def _copy_initial_weights(
     unused = sorted({k.split(".")[0] for k in source_weights} - kept)
     if unused:
         notes.append(f"not used from the initial weights: {', '.join(unused)}")
-    return notes
+    return notes, "fc" in zeroed
 
 
 def _same_classes(base: InceptionV3Config, classes: list[str]) -> bool:

@@ -751,6 +751,28 @@ def test_init_with_as_many_classes_keeps_the_head_only_when_they_are_the_same_cl
                                   np.array(pets.Mixed_7c.branch1x1.conv.weight))
 
 
+def test_a_new_head_trained_with_every_layer_at_a_low_rate_is_pointed_at_the_two_stages(
+    tmp_path, tiny_digits
+):
+    pets = InceptionV3(InceptionV3Config(num_classes=4, aux_logits=False,
+                                         labels=["cat", "dog", "fox", "owl"]))
+    save_model(pets, tmp_path / "pets")
+
+    def notes_for(classes: list[str], **settings) -> str:
+        config, _ = small_config(tiny_digits, tmp_path / "run", init=str(tmp_path / "pets"),
+                                 **settings)
+        return "\n".join(build_network(config, classes)[2])
+
+    digits = ["digit_0", "digit_1", "digit_2", "digit_3"]
+    slow = notes_for(digits, freeze="none", learning_rate=1e-4)  # the recipe's stage-2 rate
+    assert "new classifier learns slowly from zero at lr 0.0001" in slow
+    assert "--freeze none" in slow
+    assert "learns slowly" not in notes_for(digits)  # stage 1: the head alone at 0.01
+    assert "learns slowly" not in notes_for(digits, freeze="none", learning_rate=0.01)
+    assert "learns slowly" not in notes_for(["cat", "dog", "fox", "owl"], freeze="none",
+                                            learning_rate=1e-4)  # the head is kept
+
+
 VARIANT = dict(stem="151", bn_aux=True, pool_count_include_pad=False, mixed_7c_pool="max",
                transform_input=True)
 
