@@ -112,17 +112,26 @@ def build_network(
                               if not key.startswith(("fc.", "AuxLogits.fc.", "AuxLogits.fc_bn."))}
         copy_notes, new_head = _copy_initial_weights(model, source_weights, why)
         notes += copy_notes
-        head_rate = FINE_TUNE["base_learning_rate"][0] * config.batch_size / 32
-        if new_head and config.freeze == "none" and config.learning_rate < head_rate:
-            # A zero head's gradients are as small as the features times the error: at a rate
-            # meant for a trained network it hardly moves (docs/training.md, transfer).
-            notes.append(f"the new classifier learns slowly from zero at lr "
-                         f"{config.learning_rate:g}: train it first on the frozen backbone "
-                         "(--init alone), then every layer from that run (--freeze none)")
+        notes += _slow_head_note(config, new_head)
     set_batchnorm_momentum(model, config.bn_momentum)
     model.train()
     mx.eval(model.parameters())
     return model, config, notes
+
+
+def _slow_head_note(config: TrainConfig, new_head: bool) -> list[str]:
+    """Warn when a new (zero) classifier would train below the head-only fine-tuning rate: its
+    gradients are as small as the features times the error, so it hardly moves and the
+    training loss can sit at chance for epochs (docs/training.md, transfer)."""
+    head_rate = FINE_TUNE["base_learning_rate"][0] * config.batch_size / 32
+    if not new_head or config.learning_rate is None or config.learning_rate >= head_rate:
+        return []
+    note = (f"the new classifier starts at zero and learns slowly at lr "
+            f"{config.learning_rate:g} (the training loss can stay at chance for epochs): "
+            f"--lr {head_rate:g} trains it")
+    if config.freeze != "backbone":
+        note += ", or train it alone first (--init without --freeze), then every layer"
+    return [note]
 
 
 def _copy_initial_weights(

@@ -751,7 +751,7 @@ def test_init_with_as_many_classes_keeps_the_head_only_when_they_are_the_same_cl
                                   np.array(pets.Mixed_7c.branch1x1.conv.weight))
 
 
-def test_a_new_head_trained_with_every_layer_at_a_low_rate_is_pointed_at_the_two_stages(
+def test_a_new_head_below_the_head_only_rate_gets_a_note_with_the_rate_that_trains_it(
     tmp_path, tiny_digits
 ):
     pets = InceptionV3(InceptionV3Config(num_classes=4, aux_logits=False,
@@ -765,9 +765,12 @@ def test_a_new_head_trained_with_every_layer_at_a_low_rate_is_pointed_at_the_two
 
     digits = ["digit_0", "digit_1", "digit_2", "digit_3"]
     slow = notes_for(digits, freeze="none", learning_rate=1e-4)  # the recipe's stage-2 rate
-    assert "new classifier learns slowly from zero at lr 0.0001" in slow
-    assert "--freeze none" in slow
-    assert "learns slowly" not in notes_for(digits)  # stage 1: the head alone at 0.01
+    # batch 4: the head-only rate is 0.01 x 4/32
+    assert "new classifier starts at zero and learns slowly at lr 0.0001" in slow
+    assert "--lr 0.00125 trains it" in slow and "train it alone first" in slow
+    frozen = notes_for(digits, freeze="backbone", learning_rate=1e-4)
+    assert "learns slowly" in frozen and "train it alone first" not in frozen
+    assert "learns slowly" not in notes_for(digits, learning_rate=0.00125)
     assert "learns slowly" not in notes_for(digits, freeze="none", learning_rate=0.01)
     assert "learns slowly" not in notes_for(["cat", "dog", "fox", "owl"], freeze="none",
                                             learning_rate=1e-4)  # the head is kept
